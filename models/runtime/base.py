@@ -1,0 +1,80 @@
+"""The serving contract between the worker and a guard model.
+
+The worker knows a model only through `GuardModel`: it normalizes text, tokenizes it into
+windows (so it can budget tokens per batch), and scores a batch of encoded prompts, returning one
+probability per policy. How the scores are computed (ONNX Runtime on CUDA or CPU, an embedder
+guard, a cross-encoder) is the model's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+IdArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One policy the model scores: its id, version and decision threshold."""
+
+    id: str
+    version: str
+    threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a verdict says about the model that produced it."""
+
+    name: str
+    version: str
+    policies: tuple[Policy, ...]
+    max_length: int
+
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        return tuple(p.id for p in self.policies)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One prompt as token-id windows, each at most `max_length` ids (special tokens included).
+
+    A prompt longer than the model's window is split into overlapping windows; its score for a
+    policy is the maximum over its windows.
+    """
+
+    windows: tuple[IdArray, ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(w) for w in self.windows)
+
+
+class GuardModel(Protocol):
+    """What the worker needs from a guard model."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def device(self) -> str:
+        """`cuda` or `cpu`: where the scores are computed."""
+        ...
+
+    def normalize(self, text: str) -> str:
+        """The text the model scores and the cache keys on (same function for both)."""
+        ...
+
+    def encode(self, texts: list[str]) -> list[Encoded]:
+        """Tokenize already-normalized texts into windows."""
+        ...
+
+    def score(self, batch: list[Encoded]) -> FloatArray:
+        """Probabilities of shape [len(batch), len(info.policies)], in `info.policies` order."""
+        ...

@@ -1,0 +1,78 @@
+"""Start-up and shutdown of one worker process: settings -> model -> topics -> faust."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from models.runtime.base import GuardModel
+from worker import kafka
+from worker.cache import MemoryScoreCache, RedisScoreCache, ScoreCache
+from worker.config import Settings
+from worker.health import Health, add_health_pages
+from worker.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+#: Longest time SIGTERM waits for the batch in hand before giving up on it.
+DRAIN_TIMEOUT_S = 60.0
+
+
+def load_guard_model(settings: Settings) -> GuardModel:
+    from models.runtime.loader import load_model
+
+    model_settings = settings.model
+    return load_model(
+        model_settings.path,
+        device=model_settings.device,
+        cache_dir=model_settings.cache_dir,
+        intra_op_threads=model_settings.intra_op_threads,
+    )
+
+
+def make_cache(settings: Settings) -> ScoreCache:
+    return RedisScoreCache(settings.redis) if settings.redis.enabled else MemoryScoreCache()
+
+
+def run_worker(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 70). Does not return."""
+    model = load_guard_model(settings)
+    info = model.info
+    log.info(
+        "model %s %s on %s, policies: %s",
+        info.name,
+        info.version,
+        model.device,
+        ", ".join(f"{p.id}@{p.version}>={p.threshold:.3f}" for p in info.policies),
+    )
+    if settings.kafka.create_topics:
+        created = _run_once(kafka.ensure_topics(settings.kafka))
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app = kafka.build_app(settings)
+    health = Health(details={"model": f"{info.name}:{info.version}", "device": model.device})
+    add_health_pages(app, health)
+    sink = kafka.FaustSink(app, settings.kafka, kafka.worker_id())
+    pipeline = Pipeline(settings, model, make_cache(settings), sink)
+    agent = kafka.BatchAgent(settings, pipeline, health)
+    source = app.topic(
+        settings.kafka.input_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+    )
+    app.agent(source, name="guardstream.score")(agent.run)
+    worker = kafka.GracefulWorker(app, agent, health, DRAIN_TIMEOUT_S, loglevel=settings.log_level)
+    worker.execute_from_commandline()
+
+
+def _run_once(coro: Any) -> Any:
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()

@@ -1,0 +1,130 @@
+"""The `guardstream` command.
+
+    guardstream worker   run a worker (one member of the consumer group)
+    guardstream demo     start Kafka + Redis + a worker, stream sample prompts, print verdicts
+    guardstream score    score texts with the model, no Kafka (a quick check of a model)
+
+Settings come from GUARDSTREAM_* environment variables; flags win over them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+#: flag -> (settings section, field)
+_FLAGS: dict[str, tuple[str, str]] = {
+    "bootstrap_servers": ("kafka", "bootstrap_servers"),
+    "input_topic": ("kafka", "input_topic"),
+    "verdicts_topic": ("kafka", "verdicts_topic"),
+    "dlq_topic": ("kafka", "dlq_topic"),
+    "group_id": ("kafka", "group_id"),
+    "partitions": ("kafka", "partitions"),
+    "redis_url": ("redis", "url"),
+    "cache_ttl_s": ("redis", "ttl_s"),
+    "max_batch_requests": ("batching", "max_batch_requests"),
+    "max_batch_tokens": ("batching", "max_batch_tokens"),
+    "max_wait_ms": ("batching", "max_wait_ms"),
+    "model": ("model", "path"),
+    "device": ("model", "device"),
+    "threads": ("model", "intra_op_threads"),
+    "web_host": ("web", "host"),
+    "web_port": ("web", "port"),
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (override GUARDSTREAM_* variables)")
+    group.add_argument("--bootstrap-servers", help="Kafka bootstrap servers [127.0.0.1:9092]")
+    group.add_argument("--input-topic", help="topic of prompts [prompts]")
+    group.add_argument("--verdicts-topic", help="topic of verdicts [verdicts]")
+    group.add_argument("--dlq-topic", help="dead-letter topic [prompts.dlq]")
+    group.add_argument("--group-id", help="consumer group id [guardstream]")
+    group.add_argument("--partitions", type=int, help="partitions of topics created at start [6]")
+    group.add_argument("--redis-url", help="Redis URL [redis://127.0.0.1:6379/0]")
+    group.add_argument("--no-cache", action="store_true", help="do not use Redis")
+    group.add_argument("--cache-ttl-s", type=int, help="lifetime of cached scores [86400]")
+    group.add_argument("--max-batch-requests", type=int, help="records per batch [64]")
+    group.add_argument("--max-batch-tokens", type=int, help="padded tokens per model call [8192]")
+    group.add_argument("--max-wait-ms", type=int, help="longest wait for a batch to fill [20]")
+    group.add_argument("--model", type=Path, help="model directory [the packaged embedder guard]")
+    group.add_argument("--device", choices=["auto", "cuda", "cpu"], help="where the model runs [auto]")
+    group.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads, 0 = auto [0]")
+    group.add_argument("--web-host", help="bind address of /health and /metrics [127.0.0.1]")
+    group.add_argument("--web-port", type=int, help="port of /health and /metrics [8080]")
+    group.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="[INFO]")
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The frozen settings: environment, then the flags that were given."""
+    from worker.config import load_settings
+
+    overrides: dict[str, Any] = {}
+    for flag, (section, name) in _FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.setdefault(section, {})[name] = value
+    if getattr(args, "no_cache", False):
+        overrides.setdefault("redis", {})["enabled"] = False
+    if getattr(args, "log_level", None):
+        overrides["log_level"] = args.log_level
+    return load_settings(overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="guardstream",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    worker = commands.add_parser(
+        "worker", help="run a worker", description="Consume prompts, publish verdicts."
+    )
+    _add_settings_flags(worker)
+    demo = commands.add_parser(
+        "demo",
+        help="stream sample prompts end to end",
+        description="Start the local Kafka and Redis "
+        "(deploy/local/services.sh), a worker, send sample prompts twice, print the verdicts.",
+    )
+    demo.add_argument("--no-services", action="store_true", help="use Kafka and Redis already running")
+    demo.add_argument("--timeout-s", type=float, default=120.0, help="give up waiting after this long [120]")
+    _add_settings_flags(demo)
+    score = commands.add_parser("score", help="score texts without Kafka", description="Print scores.")
+    score.add_argument("texts", nargs="+", help="prompts to score")
+    _add_settings_flags(score)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"guardstream: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "worker":
+        from worker.app import run_worker
+
+        run_worker(settings)
+    if args.command == "demo":
+        from loadtest.demo import run_demo
+
+        return run_demo(settings, start_services=not args.no_services, timeout_s=args.timeout_s)
+    if args.command == "score":
+        from loadtest.demo import score_texts
+
+        return score_texts(settings, args.texts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

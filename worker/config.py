@@ -1,0 +1,110 @@
+"""Settings for the worker: one frozen object, read once at start-up.
+
+Every field can be set by an environment variable with the prefix `GUARDSTREAM_` and `__`
+between nested names (`GUARDSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092`,
+`GUARDSTREAM_BATCHING__MAX_BATCH_TOKENS=8192`), or by the CLI flags of `guardstream worker`,
+which win over the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import models
+
+DEFAULT_MODEL_DIR = Path(models.__file__).resolve().parent / "artifacts" / "embedder-minilm"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    input_topic: str = Field("prompts", description="Topic the prompts are read from.")
+    verdicts_topic: str = Field("verdicts", description="Topic the verdicts are written to.")
+    dlq_topic: str = Field("prompts.dlq", description="Dead-letter topic for records that cannot be scored.")
+    group_id: str = Field("guardstream", description="Consumer group id shared by all workers.")
+    create_topics: bool = Field(True, description="Create the three topics at start-up if they are missing.")
+    partitions: int = Field(6, ge=1, description="Partitions for topics created at start-up.")
+    replication_factor: int = Field(1, ge=1, description="Replication for topics created at start-up.")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often delivered offsets are committed.")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new consumer group starts reading."
+    )
+
+
+class RedisSettings(_Section):
+    url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL (may hold a password)."
+    )
+    enabled: bool = Field(True, description="Answer repeat prompts from Redis.")
+    ttl_s: int = Field(24 * 3600, ge=1, description="Lifetime of a cached score.")
+    timeout_ms: int = Field(200, ge=1, description="Per-call socket timeout; a slower Redis is skipped.")
+    key_prefix: str = Field("gs:v1:", description="Prefix of every cache key.")
+
+
+class BatchingSettings(_Section):
+    max_batch_requests: int = Field(64, ge=1, description="Most records taken from Kafka per batch.")
+    max_batch_tokens: int = Field(8192, ge=16, description="Token budget (padded) of one model call.")
+    max_wait_ms: int = Field(20, ge=0, description="Longest wait for a batch to fill when traffic is thin.")
+
+
+class LimitSettings(_Section):
+    max_message_bytes: int = Field(
+        1_000_000, ge=1, description="Larger records are dead-lettered as too_large."
+    )
+    max_text_chars: int = Field(100_000, ge=1, description="Longer texts are dead-lettered as too_large.")
+    max_policies: int = Field(64, ge=1, description="Most policy ids one request may name.")
+    max_id_chars: int = Field(256, ge=1, description="Longest accepted request id.")
+
+
+class ModelSettings(_Section):
+    path: Path = Field(DEFAULT_MODEL_DIR, description="Model directory (config.json, head, card).")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Where to run the model.")
+    cache_dir: Path | None = Field(None, description="Where the built ONNX file is kept.")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets it choose.")
+
+
+class WebSettings(_Section):
+    host: str = Field("127.0.0.1", description="Bind address of the health and metrics server.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of /health/live, /health/ready, /metrics.")
+
+
+class Settings(BaseSettings):
+    """Everything the worker can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GUARDSTREAM_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    batching: BatchingSettings = BatchingSettings()
+    limits: LimitSettings = LimitSettings()
+    model: ModelSettings = ModelSettings()
+    web: WebSettings = WebSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Environment first, then `overrides` (nested dicts, from CLI flags) on top."""
+    base = Settings()
+    if not overrides:
+        return base
+    merged = base.model_dump()
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    merged["redis"]["url"] = _secret_value(merged["redis"]["url"])
+    return Settings(**merged)
+
+
+def _secret_value(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value

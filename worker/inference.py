@@ -1,0 +1,84 @@
+"""Runs the guard model off the event loop.
+
+Tokenizing and scoring are CPU/GPU work: they run on their own threads so the event loop keeps
+fetching, heartbeating and serving health checks meanwhile. A model call that fails is split in
+halves and retried (a GPU out of memory is the usual cause); a single prompt that still fails is
+reported back to the caller so it can become a dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from models.runtime.base import Encoded, FloatArray, GuardModel
+from worker import metrics
+from worker.batching import plan_model_batches
+from worker.config import BatchingSettings
+
+log = logging.getLogger(__name__)
+
+
+class ModelFailure(Exception):
+    """Every prompt of a batch failed on its own: the model itself is broken."""
+
+
+class InferenceRunner:
+    """Tokenizes on one thread, scores on another."""
+
+    def __init__(self, model: GuardModel, batching: BatchingSettings) -> None:
+        self.model = model
+        self._batching = batching
+        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="guardstream-tokenize")
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="guardstream-model")
+
+    async def encode(self, texts: list[str]) -> list[Encoded]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, self.model.encode, texts)
+
+    async def score(self, items: Sequence[Encoded]) -> list[FloatArray | Exception]:
+        """One result per item: its scores, or the error that stopped it from being scored."""
+        results: list[FloatArray | Exception] = [ValueError("not scored")] * len(items)
+        plan = plan_model_batches(items, self._batching.max_batch_tokens, self._batching.max_batch_requests)
+        for indices in plan:
+            scored = await self._score_with_split([items[i] for i in indices])
+            for index, result in zip(indices, scored, strict=True):
+                results[index] = result
+        if items and all(isinstance(r, Exception) for r in results) and len(items) > 1:
+            raise ModelFailure(f"all {len(items)} prompts failed: {results[0]!r}")
+        return results
+
+    async def _score_with_split(self, batch: list[Encoded]) -> list[FloatArray | Exception]:
+        try:
+            scores = await self._call_model(batch)
+        except Exception as exc:  # the model's errors are not ours to know in advance
+            if len(batch) == 1:
+                log.exception("model failed on a single prompt")
+                return [exc]
+            log.warning("model call of %d prompts failed (%r); splitting and retrying", len(batch), exc)
+            half = len(batch) // 2
+            return [
+                *await self._score_with_split(batch[:half]),
+                *await self._score_with_split(batch[half:]),
+            ]
+        return list(scores)
+
+    async def _call_model(self, batch: list[Encoded]) -> FloatArray:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        scores = await loop.run_in_executor(self._model_thread, self.model.score, batch)
+        metrics.MODEL_LATENCY.observe(time.perf_counter() - started)
+        metrics.MODEL_BATCH_SIZE.observe(len(batch))
+        expected = (len(batch), len(self.model.info.policies))
+        if scores.shape != expected:
+            raise ValueError(f"model returned scores of shape {scores.shape}, expected {expected}")
+        return np.asarray(scores, dtype=np.float32)
+
+    def close(self) -> None:
+        self._tokenizer_thread.shutdown(wait=True)
+        self._model_thread.shutdown(wait=True)

@@ -1,0 +1,71 @@
+"""Prometheus metrics of the worker, served on /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+RECORDS_IN = Counter(
+    "guardstream_records_in_total", "Records consumed from the input topic.", registry=REGISTRY
+)
+VERDICTS = Counter(
+    "guardstream_verdicts_total", "Verdicts delivered, by decision.", ["verdict"], registry=REGISTRY
+)
+DEAD_LETTERS = Counter(
+    "guardstream_dead_letters_total",
+    "Dead letters delivered, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "guardstream_batch_records",
+    "Records per batch taken from Kafka.",
+    buckets=_SIZE_BUCKETS,
+    registry=REGISTRY,
+)
+MODEL_BATCH_SIZE = Histogram(
+    "guardstream_model_batch_prompts",
+    "Prompts per model call.",
+    buckets=_SIZE_BUCKETS,
+    registry=REGISTRY,
+)
+MODEL_LATENCY = Histogram(
+    "guardstream_model_latency_seconds",
+    "Time of one model call.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+CACHE_HITS = Counter("guardstream_cache_hits_total", "Prompts answered from the cache.", registry=REGISTRY)
+CACHE_MISSES = Counter("guardstream_cache_misses_total", "Prompts the model had to score.", registry=REGISTRY)
+CACHE_ERRORS = Counter(
+    "guardstream_cache_errors_total",
+    "Redis calls that failed, by operation.",
+    ["operation"],
+    registry=REGISTRY,
+)
+END_TO_END_LATENCY = Histogram(
+    "guardstream_end_to_end_latency_seconds",
+    "From the prompt's Kafka timestamp to its verdict's delivery.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+BATCH_LATENCY = Histogram(
+    "guardstream_batch_latency_seconds",
+    "From taking a batch to delivering all its verdicts and dead letters.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+READY = Gauge(
+    "guardstream_ready",
+    "1 when the worker is consuming and the model is loaded.",
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    """The metrics in the Prometheus text format."""
+    return generate_latest(REGISTRY)

@@ -1,0 +1,162 @@
+"""The data path of one batch, with no Kafka in it.
+
+records -> decode (requests | dead letters) -> cache lookup (one round trip) -> model on the
+misses -> cache write -> verdicts -> sink (waits for delivery). The Kafka-facing module commits
+the input offsets only after `handle` returns, so a crash anywhere before re-reads the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from models.runtime.base import GuardModel, ModelInfo
+from worker import codec, metrics
+from worker.cache import ScoreCache, Scores, cache_key
+from worker.config import Settings
+from worker.inference import InferenceRunner
+from worker.schema import DeadLetter, RawRecord, Reason, Request, Verdict
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where verdicts and dead letters go; `deliver` returns once the broker has them."""
+
+    async def deliver(self, verdicts: Sequence[Verdict], letters: Sequence[DeadLetter]) -> None: ...
+
+
+@dataclass(slots=True)
+class BatchResult:
+    verdicts: list[Verdict] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: Request
+    key: str
+    text: str
+    scores: Scores | None = None
+    cached: bool = False
+
+
+class Pipeline:
+    """Turns a batch of raw records into delivered verdicts and dead letters."""
+
+    def __init__(self, settings: Settings, model: GuardModel, cache: ScoreCache, sink: Sink) -> None:
+        self._settings = settings
+        self._model = model
+        self._info: ModelInfo = model.info
+        self._cache = cache
+        self._sink = sink
+        self._runner = InferenceRunner(model, settings.batching)
+        self._policy_ids = self._info.policy_ids
+
+    async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Score, deliver and account for every record of the batch."""
+        started = time.perf_counter()
+        metrics.RECORDS_IN.inc(len(records))
+        metrics.BATCH_SIZE.observe(len(records))
+        result = await self.process(records, started)
+        await self._sink.deliver(result.verdicts, result.letters)
+        self._count_delivered(result)
+        metrics.BATCH_LATENCY.observe(time.perf_counter() - started)
+        return result
+
+    async def process(self, records: Sequence[RawRecord], started: float | None = None) -> BatchResult:
+        """Everything but delivery."""
+        started = time.perf_counter() if started is None else started
+        result = BatchResult()
+        pending = self._decode(records, result)
+        await self._lookup(pending)
+        await self._score_misses(pending, result)
+        await self._cache.put_many(
+            [(p.key, p.scores) for p in pending if p.scores is not None and not p.cached]
+        )
+        result.verdicts = [self._verdict(p, started) for p in pending if p.scores is not None]
+        return result
+
+    def _decode(self, records: Sequence[RawRecord], result: BatchResult) -> list[_Pending]:
+        pending = []
+        prefix = self._settings.redis.key_prefix
+        for record in records:
+            decoded = codec.decode(record, self._policy_ids, self._settings.limits)
+            if isinstance(decoded, DeadLetter):
+                result.letters.append(decoded)
+                continue
+            text = self._model.normalize(decoded.text)
+            if not text:
+                result.letters.append(
+                    DeadLetter(Reason.EMPTY_TEXT, "`text` is empty once normalized", record, decoded.id)
+                )
+                continue
+            pending.append(_Pending(decoded, cache_key(prefix, self._info, text), text))
+        return pending
+
+    async def _lookup(self, pending: list[_Pending]) -> None:
+        if not self._settings.redis.enabled or not pending:
+            return
+        found = await self._cache.get_many([p.key for p in pending])
+        for item, scores in zip(pending, found, strict=True):
+            if scores is not None and len(scores) == len(self._policy_ids):
+                item.scores, item.cached = scores, True
+        hits = sum(p.cached for p in pending)
+        metrics.CACHE_HITS.inc(hits)
+        metrics.CACHE_MISSES.inc(len(pending) - hits)
+
+    async def _score_misses(self, pending: list[_Pending], result: BatchResult) -> None:
+        by_key: dict[str, list[_Pending]] = {}
+        for item in pending:
+            if item.scores is None:
+                by_key.setdefault(item.key, []).append(item)
+        if not by_key:
+            return
+        groups = list(by_key.values())
+        encoded = await self._runner.encode([group[0].text for group in groups])
+        scored = await self._runner.score(encoded)
+        for group, outcome in zip(groups, scored, strict=True):
+            for item in group:
+                if isinstance(outcome, Exception):
+                    detail = f"the model could not score this prompt: {outcome!r}"
+                    result.letters.append(
+                        DeadLetter(Reason.MODEL_ERROR, detail, item.request.source, item.request.id)
+                    )
+                else:
+                    item.scores = [float(s) for s in outcome]
+
+    def _verdict(self, item: _Pending, started: float) -> Verdict:
+        assert item.scores is not None  # noqa: S101 - filtered by the caller
+        request = item.request
+        wanted = request.policies or self._policy_ids
+        all_scores = dict(zip(self._policy_ids, item.scores, strict=True))
+        policies = {p.id: p for p in self._info.policies}
+        scores = {pid: round(all_scores[pid], 6) for pid in wanted}
+        flagged = [pid for pid in wanted if all_scores[pid] >= policies[pid].threshold]
+        return Verdict(
+            id=request.id,
+            verdict="block" if flagged else "allow",
+            scores=scores,
+            flagged=flagged,
+            policy_versions={pid: policies[pid].version for pid in wanted},
+            model={"name": self._info.name, "version": self._info.version},
+            cached=item.cached,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            metadata=request.metadata,
+            source=request.source,
+        )
+
+    def _count_delivered(self, result: BatchResult) -> None:
+        now_ms = time.time() * 1000
+        for verdict in result.verdicts:
+            metrics.VERDICTS.labels(verdict=verdict.verdict).inc()
+            if verdict.source.timestamp_ms:
+                metrics.END_TO_END_LATENCY.observe(max(0.0, now_ms - verdict.source.timestamp_ms) / 1000)
+        for letter in result.letters:
+            metrics.DEAD_LETTERS.labels(reason=letter.reason.value).inc()
+
+    def close(self) -> None:
+        self._runner.close()
