@@ -106,9 +106,8 @@ def print_round(title: str, verdicts: list[dict[str, Any]]) -> None:
     print(f"{'verdict':8} {'cached':6} {'ms':>7}  scores{'':30} prompt")
     for text, verdict in zip(SAMPLES, verdicts, strict=True):
         scores = " ".join(f"{k}={v:.3f}" for k, v in verdict["scores"].items())
-        print(
-            f"{verdict['verdict']:8} {verdict['cached']!s:6} {verdict['latency_ms']:7.1f}  {scores:36} {text[:60]}"
-        )
+        decision = f"{verdict['verdict']:8} {verdict['cached']!s:6} {verdict['latency_ms']:7.1f}"
+        print(f"{decision}  {scores:36} {text[:60]}")
 
 
 def run_demo(settings: Settings, start_services: bool, timeout_s: float) -> int:
@@ -132,9 +131,8 @@ def run_demo(settings: Settings, start_services: bool, timeout_s: float) -> int:
     print("\nDead letters:")
     for letter in letters:
         print(f"  {letter['reason']:16} {letter['detail'][:100]}")
-    print(
-        f"\nModel: {first[0]['model']['name']} {first[0]['model']['version']}; worker exited with status {status}."
-    )
+    model = first[0]["model"]
+    print(f"\nModel: {model['name']} {model['version']}; worker exited with status {status}.")
     print("Kafka and Redis keep running; stop them with: bash deploy/local/services.sh stop")
     return 0 if status == 0 else 1
 
