@@ -81,7 +81,7 @@ class RedisScoreCache:
             settings.url.get_secret_value(),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1),  # one immediate reconnect: a restarted Redis
         )
         self._ttl_s = settings.ttl_s
         self._pause_s = pause_after_error_s

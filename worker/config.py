@@ -33,6 +33,9 @@ class KafkaSettings(_Section):
     partitions: int = Field(6, ge=1, description="Partitions for topics created at start-up.")
     replication_factor: int = Field(1, ge=1, description="Replication for topics created at start-up.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often delivered offsets are committed.")
+    session_timeout_s: float = Field(
+        30.0, ge=6, description="A worker silent this long is dropped from the group and its partitions move."
+    )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new consumer group starts reading."
     )

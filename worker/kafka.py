@@ -104,8 +104,13 @@ def build_app(settings: Settings) -> faust.App:
         web_host=settings.web.host,
         web_port=settings.web.port,
         broker_commit_interval=kafka.commit_interval_s,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 3),
         consumer_auto_offset_reset=kafka.auto_offset_reset,
         producer_acks=-1,
+        # Do not wait for un-acked events on stop: a batch parked by the drain stays un-acked
+        # (so uncommitted) on purpose and is read again by the next owner of its partition.
+        stream_wait_empty=False,
         stream_buffer_maxsize=max(4 * settings.batching.max_batch_requests, 256),
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,

@@ -140,6 +140,7 @@ def worker_factory(topics: Topics, onnx_cache_dir: Path, tmp_path: Path) -> Iter
             "GUARDSTREAM_KAFKA__GROUP_ID": topics.group,
             "GUARDSTREAM_KAFKA__PARTITIONS": "4",
             "GUARDSTREAM_KAFKA__COMMIT_INTERVAL_S": "0.5",
+            "GUARDSTREAM_KAFKA__SESSION_TIMEOUT_S": "6",
             "GUARDSTREAM_REDIS__URL": REDIS_URL,
             "GUARDSTREAM_REDIS__KEY_PREFIX": f"it:{topics.group}:",
             "GUARDSTREAM_MODEL__CACHE_DIR": str(onnx_cache_dir),

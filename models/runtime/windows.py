@@ -1,0 +1,82 @@
+"""Tokenization into overlapping windows and padding of windows into model inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from models.runtime.base import Encoded, IdArray
+
+
+def window_starts(n_tokens: int, size: int, stride: int) -> list[int]:
+    """Start offsets of windows of `size` tokens, `stride` apart, covering `n_tokens` tokens."""
+    if n_tokens <= size:
+        return [0]
+    starts = list(range(0, n_tokens - size, stride))
+    starts.append(n_tokens - size)  # the last window ends at the last token
+    return starts
+
+
+def split_windows(
+    content: IdArray, max_length: int, stride: int, cls_id: int, sep_id: int
+) -> tuple[IdArray, ...]:
+    """`[CLS] chunk [SEP]` windows of at most `max_length` ids over the content ids."""
+    size = max_length - 2
+    return tuple(
+        np.concatenate(([cls_id], content[start : start + size], [sep_id])).astype(np.int64)
+        for start in window_starts(len(content), size, stride)
+    )
+
+
+def pad_windows(windows: Sequence[IdArray], pad_id: int = 0) -> tuple[IdArray, IdArray]:
+    """`input_ids` and `attention_mask` [n, longest], right-padded."""
+    longest = max(len(w) for w in windows)
+    ids = np.full((len(windows), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(windows), longest), dtype=np.int64)
+    for row, window in enumerate(windows):
+        ids[row, : len(window)] = window
+        mask[row, : len(window)] = 1
+    return ids, mask
+
+
+class WindowTokenizer:
+    """A BERT WordPiece tokenizer (`tokenizer.json`) that splits long texts into windows.
+
+    Each window holds at most `max_length` ids including `[CLS]` and `[SEP]`; consecutive windows
+    start `stride` content tokens apart, so they overlap by `max_length - 2 - stride` tokens.
+    """
+
+    def __init__(self, tokenizer_file: Path, max_length: int, stride: int) -> None:
+        if max_length < 3:
+            raise ValueError("max_length must leave room for [CLS], [SEP] and one token")
+        if not 1 <= stride <= max_length - 2:
+            raise ValueError(f"stride must be in [1, {max_length - 2}], got {stride}")
+        self.max_length = max_length
+        self.stride = stride
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self.cls_id = self._special_id("[CLS]")
+        self.sep_id = self._special_id("[SEP]")
+        self.pad_id = self._special_id("[PAD]")
+
+    def _special_id(self, token: str) -> int:
+        token_id = self._tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"tokenizer has no {token} token")
+        return int(token_id)
+
+    def encode(self, texts: list[str]) -> list[Encoded]:
+        """One `Encoded` (one window or more) per text."""
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [
+            Encoded(
+                split_windows(
+                    np.asarray(e.ids, dtype=np.int64), self.max_length, self.stride, self.cls_id, self.sep_id
+                )
+            )
+            for e in encodings
+        ]

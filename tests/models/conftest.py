@@ -1,0 +1,47 @@
+"""Shared fixtures for the model tests: the encoder-only ONNX session and the shipped model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.runtime import bert_onnx
+from models.runtime.base import GuardModel
+from models.runtime.loader import load_model
+from models.runtime.onnx_cache import cache_key, load_or_build
+from models.runtime.runner import WindowRunner
+from models.runtime.session import create_session
+from models.runtime.windows import WindowTokenizer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACT_DIR = REPO_ROOT / "models" / "artifacts" / "embedder-minilm"
+
+
+@pytest.fixture(scope="session")
+def onnx_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="session")
+def encoder_runner(onnx_cache_dir: Path) -> WindowRunner:
+    """Runs windows through the encoder alone; rows are sentence embeddings."""
+    encoder = bert_onnx.encoder_dir()
+    source = load_or_build(
+        cache_key("encoder-test", bert_onnx.BUILDER_VERSION),
+        lambda: bert_onnx.build_model(encoder),
+        onnx_cache_dir,
+    )
+    session, _ = create_session(source, "cpu", intra_op_threads=0)
+    return WindowRunner(session, "embeddings")
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> WindowTokenizer:
+    return WindowTokenizer(bert_onnx.encoder_dir() / "tokenizer.json", max_length=256, stride=192)
+
+
+@pytest.fixture(scope="session")
+def guard(onnx_cache_dir: Path) -> GuardModel:
+    """The shipped default model, on CPU."""
+    return load_model(ARTIFACT_DIR, device="cpu", cache_dir=onnx_cache_dir)
