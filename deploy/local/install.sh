@@ -39,8 +39,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== pip install -r ${LOCK#"$REPO_ROOT"/} (this takes a minute the first time)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r "$LOCK"
-  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$REPO_ROOT" \
-    || "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO_ROOT"
+  "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO_ROOT"
   echo "$want" > "$stamp"
 fi
 echo "== installed: $("$VENV/bin/guardstream" --help >/dev/null && echo guardstream OK)"

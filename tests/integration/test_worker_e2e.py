@@ -29,7 +29,8 @@ INVALID: tuple[tuple[bytes, str], ...] = (
 
 
 def unique_prompts(prefix: str, n: int) -> dict[str, bytes]:
-    return {f"{prefix}-{i}": prompt(f"{prefix}-{i}", TEMPLATES[i % 4].format(n=f"{prefix}{i}")) for i in range(n)}
+    texts = [TEMPLATES[i % 4].format(n=f"{prefix}{i}") for i in range(n)]
+    return {f"{prefix}-{i}": prompt(f"{prefix}-{i}", text) for i, text in enumerate(texts)}
 
 
 async def started_collector(topics: Topics) -> Collector:
