@@ -18,14 +18,13 @@ import json
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from loadtest.demo import settings_env, wait_ready
+from loadtest.demo import REPO_ROOT, start_worker, wait_ready
 from loadtest.kafka_client import Collector, prompt, publish
 from worker.config import Settings, load_settings
 
@@ -110,13 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = make_texts(args.n)
     print(f"model alone on {args.n} texts ...", flush=True)
     model_rate = bench_model(settings, texts)
-    env = {**os.environ, **settings_env(settings)}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_worker(settings, REPO_ROOT / ".local" / "bench-worker.log")
     try:
         wait_ready(settings, worker, 120)
         print("worker, unique prompts ...", flush=True)

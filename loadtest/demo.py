@@ -8,6 +8,7 @@ prompts again, and prints what came back: the second round is answered from Redi
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -58,10 +59,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    """A worker in a child process with these settings."""
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """A worker in a child process with these settings, its output in `log_path`."""
     env = {**os.environ, **settings_env(settings)}
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", "worker"], env=env)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def wait_ready(settings: Settings, worker: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -111,6 +116,7 @@ def print_round(title: str, verdicts: list[dict[str, Any]]) -> None:
 
 
 def run_demo(settings: Settings, start_services: bool, timeout_s: float) -> int:
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     if start_services:
         if not SERVICES.exists():
             print(
@@ -119,9 +125,12 @@ def run_demo(settings: Settings, start_services: bool, timeout_s: float) -> int:
             )
             return 2
         subprocess.run(["bash", str(SERVICES), "start"], check=True)  # noqa: S603, S607
-    worker = start_worker(settings)
+    log_path = REPO_ROOT / ".local" / "demo-worker.log"
+    print(f"starting a worker (log: {log_path}) ...", flush=True)
+    worker = start_worker(settings, log_path)
     try:
         wait_ready(settings, worker, timeout_s)
+        print("worker ready; sending the sample prompts ...", flush=True)
         first, second, letters = asyncio.run(stream_samples(settings, timeout_s))
     finally:
         worker.send_signal(signal.SIGTERM)

@@ -43,4 +43,4 @@ def add_health_pages(app: faust.App, health: Health) -> None:
 
     @app.page("/metrics")
     async def prometheus(view: Any, request: Any) -> Any:
-        return view.bytes(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return view.bytes(metrics.render(), content_type="text/plain; version=0.0.4")

@@ -65,6 +65,11 @@ async def test_valid_prompts_get_verdicts_and_invalid_ones_dead_letters(
     assert set(verdict["scores"]) == set(verdict["policy_versions"])
     assert verdict["verdict"] == ("block" if verdict["flagged"] else "allow")
     assert verdict["cached"] is False
+    metrics = worker.http_get("/metrics")
+    assert f"guardstream_records_in_total {float(len(valid) + len(INVALID))}" in metrics
+    assert 'guardstream_dead_letters_total{reason="invalid_json"} 1.0' in metrics
+    assert "guardstream_ready 1.0" in metrics
+    assert "alive" in worker.http_get("/health/live")
     assert worker.signal_and_wait(signal.SIGTERM) == 0
 
 
