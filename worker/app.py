@@ -46,10 +46,13 @@ def run_worker(settings: Settings) -> None:
         model.device,
         ", ".join(f"{p.id}@{p.version}>={p.threshold:.3f}" for p in info.policies),
     )
-    if settings.kafka.create_topics:
+    try:
         created = _run_once(kafka.ensure_topics(settings.kafka))
-        if created:
-            log.info("created topics: %s", ", ".join(created))
+    except kafka.KafkaUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(1) from exc
+    if created:
+        log.info("created topics: %s", ", ".join(created))
     asyncio.set_event_loop(asyncio.new_event_loop())
     app = kafka.build_app(settings)
     health = Health(details={"model": f"{info.name}:{info.version}", "device": model.device})

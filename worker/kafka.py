@@ -14,15 +14,18 @@ skips. An event that is never acked (the agent cancelled mid-batch) is simply re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from worker import codec
 from worker.config import KafkaSettings, Settings
@@ -35,21 +38,44 @@ log = logging.getLogger(__name__)
 EXIT_FATAL = 70
 
 
-async def ensure_topics(kafka: KafkaSettings) -> list[str]:
-    """Create the input, verdicts and dead-letter topics that do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id="guardstream-admin")
-    await admin.start()
+class KafkaUnavailable(Exception):
+    """The brokers did not answer, or the topics the worker needs are missing."""
+
+
+async def ensure_topics(kafka: KafkaSettings, connect_timeout_s: float = 60.0) -> list[str]:
+    """Check the input, verdicts and dead-letter topics; create the missing ones if allowed."""
+    admin = await _connected_admin(kafka.bootstrap_servers, connect_timeout_s)
     try:
         existing = set(await admin.list_topics())
         wanted = [kafka.input_topic, kafka.verdicts_topic, kafka.dlq_topic]
         missing = [name for name in wanted if name not in existing]
-        if missing:
-            await admin.create_topics(
-                [NewTopic(name, kafka.partitions, kafka.replication_factor) for name in missing]
-            )
+        if missing and not kafka.create_topics:
+            hint = "create them, or set GUARDSTREAM_KAFKA__CREATE_TOPICS=true"
+            raise KafkaUnavailable(f"missing topic(s) {', '.join(missing)}: {hint}")
+        for name in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was faster
+                await admin.create_topics([NewTopic(name, kafka.partitions, kafka.replication_factor)])
         return missing
     finally:
         await admin.close()
+
+
+async def _connected_admin(servers: str, timeout_s: float) -> AIOKafkaAdminClient:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=servers, client_id="guardstream-admin")
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:
+            await admin.close()
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(
+                    f"no Kafka broker answered at {servers} within {timeout_s:.0f} s"
+                ) from exc
+            log.warning("Kafka at %s does not answer yet; retrying", servers)
+            await asyncio.sleep(2.0)
+        else:
+            return admin
 
 
 class FaustSink:
