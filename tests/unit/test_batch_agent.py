@@ -1,0 +1,100 @@
+"""The agent's delivery contract with a stand-in stream: ack only what was delivered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+
+from tests.unit.fakes import KeywordModel, ListSink
+from worker.cache import MemoryScoreCache
+from worker.config import Settings
+from worker.health import Health
+from worker.kafka import BatchAgent
+from worker.pipeline import Pipeline
+
+
+def event(offset: int) -> Any:
+    value = orjson.dumps({"id": f"r{offset}", "text": f"text {offset}"})
+    message = SimpleNamespace(
+        topic="prompts", partition=0, offset=offset, key=None, value=value, headers=[], timestamp=1.0
+    )
+    return SimpleNamespace(message=message)
+
+
+class FakeStream:
+    def __init__(self, batches: list[list[Any]]) -> None:
+        self.batches = batches
+        self.acked: list[int] = []
+        self.taken = 0
+        self.all_acked = asyncio.Event()
+        self._total = sum(len(b) for b in batches)
+
+    async def noack_take(self, max_: int, within: float) -> AsyncIterator[Sequence[Any]]:
+        for batch in self.batches:
+            self.taken += 1
+            yield batch
+        await asyncio.Event().wait()
+
+    async def ack(self, event: Any) -> bool:
+        self.acked.append(event.message.offset)
+        if len(self.acked) == self._total:
+            self.all_acked.set()
+        return True
+
+
+class SlowSink(ListSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def deliver(self, verdicts: Sequence[Any], letters: Sequence[Any]) -> None:
+        self.started.set()
+        await self.release.wait()
+        await super().deliver(verdicts, letters)
+
+
+def agent_with(sink: ListSink) -> BatchAgent:
+    settings = Settings()
+    return BatchAgent(settings, Pipeline(settings, KeywordModel(), MemoryScoreCache(), sink), Health())
+
+
+async def test_acks_after_delivery_in_order() -> None:
+    sink = ListSink()
+    stream = FakeStream([[event(0), event(1)], [event(2)]])
+    task = asyncio.create_task(agent_with(sink).run(stream))
+    await asyncio.wait_for(stream.all_acked.wait(), 5)
+    task.cancel()
+    assert stream.acked == [0, 1, 2]
+    assert [v.id for v in sink.verdicts] == ["r0", "r1", "r2"]
+
+
+async def test_drain_finishes_the_batch_in_hand_and_takes_no_more() -> None:
+    sink = SlowSink()
+    stream = FakeStream([[event(0), event(1)], [event(2)]])
+    agent = agent_with(sink)
+    task = asyncio.create_task(agent.run(stream))
+    await sink.started.wait()
+    drained = asyncio.create_task(agent.drain(timeout_s=5))
+    await asyncio.sleep(0.05)
+    assert not drained.done(), "drain returned while a batch was still being delivered"
+    assert stream.acked == []
+    sink.release.set()
+    assert await drained is True
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert stream.acked == [0, 1]
+    assert [v.id for v in sink.verdicts] == ["r0", "r1"]
+
+
+async def test_drain_times_out_when_the_batch_hangs() -> None:
+    sink = SlowSink()
+    agent = agent_with(sink)
+    task = asyncio.create_task(agent.run(FakeStream([[event(0)]])))
+    await sink.started.wait()
+    assert await agent.drain(timeout_s=0.05) is False
+    task.cancel()
