@@ -39,6 +39,19 @@ class KafkaSettings(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new consumer group starts reading."
     )
+    group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        pattern=r"^[A-Za-z0-9._-]+$",  # the broker's rule for group.instance.id
+        description=(
+            "Static group membership (Kafka's group.instance.id): a name unique within the group and "
+            "stable across restarts of the same worker, such as a StatefulSet pod name. A worker that "
+            "comes back under the same name within session_timeout_s gets its partitions back without "
+            "a rebalance; a stopped static member does not leave the group, so its partitions wait "
+            "session_timeout_s before they move. None: dynamic membership."
+        ),
+    )
 
 
 class RedisSettings(_Section):

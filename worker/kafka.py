@@ -133,6 +133,8 @@ def build_app(settings: Settings) -> faust.App:
         broker_session_timeout=kafka.session_timeout_s,
         broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 3),
         consumer_auto_offset_reset=kafka.auto_offset_reset,
+        # Static membership (KIP-345) when set: faust hands it to aiokafka as group_instance_id.
+        consumer_group_instance_id=kafka.group_instance_id,
         producer_acks=-1,
         # Do not wait for un-acked events on stop: a batch parked by the drain stays un-acked
         # (so uncommitted) on purpose and is read again by the next owner of its partition.

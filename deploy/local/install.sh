@@ -4,6 +4,9 @@
 #   - a virtualenv in .venv with the locked worker + dev dependencies (no torch)
 #   - the project itself, editable
 #   - the Kafka broker jars from Maven Central (via services.sh on first start)
+#   - for the deployment tests (not with --worker-only), into .local/: kustomize, built with Go
+#     from the Go module proxy, the KEDA and Prometheus-operator CRDs and the Compose file schema,
+#     taken from those projects' Go modules (needs Go 1.24+)
 # Usage: deploy/local/install.sh [--worker-only]
 set -euo pipefail
 
@@ -42,4 +45,65 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO_ROOT"
   echo "$want" > "$stamp"
 fi
+
+# --------------------------------------------------------------- deployment-test tools
+# tests/deploy renders the kustomize overlays with the real kustomize, validates the custom
+# resources against the CRDs their projects publish and docker-compose.yml against the Compose
+# specification's schema. All of it comes through the Go module proxy.
+KUSTOMIZE_VERSION=v5.8.1
+KEDA_VERSION=v2.21.0
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
+COMPOSE_GO_VERSION=v2.16.2
+TOOLS_DIR=$REPO_ROOT/.local/bin
+SCHEMA_DIR=$REPO_ROOT/.local/schemas
+
+find_go() {
+  local go
+  for go in "$(command -v go || true)" /usr/local/go/bin/go; do
+    [ -n "$go" ] && [ -x "$go" ] || continue
+    # kustomize $KUSTOMIZE_VERSION needs Go 1.24 or newer.
+    if "$go" version | grep -Eq 'go1\.(2[4-9]|[3-9][0-9])([. ]|$)'; then echo "$go"; return 0; fi
+  done
+  return 1
+}
+
+install_deploy_tools() {
+  local go
+  if ! go=$(find_go); then
+    echo "== WARNING: Go 1.24+ not found: kustomize and the schemas for tests/deploy are not installed" >&2
+    echo "   (install Go from https://go.dev/dl, then run this script again)" >&2
+    return 0
+  fi
+  mkdir -p "$TOOLS_DIR" "$SCHEMA_DIR"
+  if [ "$("$TOOLS_DIR/kustomize" version 2>/dev/null)" != "$KUSTOMIZE_VERSION" ]; then
+    echo "== building kustomize $KUSTOMIZE_VERSION into ${TOOLS_DIR#"$REPO_ROOT"/} (about a minute the first time)"
+    GOBIN=$TOOLS_DIR "$go" install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+  fi
+  local stamp=$SCHEMA_DIR/.versions
+  local want="keda=$KEDA_VERSION prometheus-operator=$PROMETHEUS_OPERATOR_VERSION compose-go=$COMPOSE_GO_VERSION"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== schemas: KEDA $KEDA_VERSION, Prometheus operator $PROMETHEUS_OPERATOR_VERSION CRDs," \
+      "Compose spec (compose-go $COMPOSE_GO_VERSION) into ${SCHEMA_DIR#"$REPO_ROOT"/}"
+    local keda prom compose
+    keda=$(module_dir "$go" "github.com/kedacore/keda/v2@$KEDA_VERSION")
+    prom=$(module_dir "$go" "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+    compose=$(module_dir "$go" "github.com/compose-spec/compose-go/v2@$COMPOSE_GO_VERSION")
+    install -m 0644 "$keda/config/crd/bases/keda.sh_scaledobjects.yaml" "$SCHEMA_DIR/"
+    install -m 0644 "$prom/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$SCHEMA_DIR/"
+    install -m 0644 "$prom/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" "$SCHEMA_DIR/"
+    install -m 0644 "$compose/schema/compose-spec.json" "$SCHEMA_DIR/"
+    echo "$want" > "$stamp"
+  fi
+}
+
+# The directory of a module version in the Go module cache (downloaded when missing).
+module_dir() {
+  (cd "$REPO_ROOT/.local" && "$1" mod download -json "$2") \
+    | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'
+}
+
+if [ "${1:-}" != "--worker-only" ]; then
+  install_deploy_tools
+fi
+
 echo "== installed: $("$VENV/bin/guardstream" --help >/dev/null && echo guardstream OK)"
