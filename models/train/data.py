@@ -38,7 +38,8 @@ POLICIES = ("unsafe_content", "prompt_injection")
 SPLITS = ("train", "validation", "test", "heldout")
 HELDOUT_GROUPS = frozenset({"harmbench", "yanismiraoui"})
 UNKNOWN = -1
-Targets = tuple[int, int]
+#: One target per policy, in the order of the policies trained.
+Targets = tuple[int, ...]
 
 _HARMFUL_FILES = ("advbench", "strongreject", "malicious_instruct")
 #: Source group of each dataset file (its stem when not listed).
@@ -172,11 +173,33 @@ def load_edgy_examples(path: Path) -> list[Example]:
     ]
 
 
+def load_obfuscated_examples(path: Path, splits: tuple[str, ...] = ("train", "validation")) -> list[Example]:
+    """The obfuscated prompts of `splits` (see make_obfuscated.py), with their per-policy targets."""
+    return [
+        Example(
+            normalize_text(row["text"]),
+            tuple(int(row[policy]) for policy in POLICIES),
+            row["split"],
+            "obfuscated",
+            row.get("technique"),
+        )
+        for row in _read_jsonl(path)
+        if row["split"] in splits
+    ]
+
+
+def shared_examples(data_dir: Path, edgy_file: Path, obfuscated_file: Path | None) -> list[Example]:
+    """The deduplicated examples the shipped head is trained and evaluated on."""
+    examples = load_dataset_examples(data_dir) + load_edgy_examples(edgy_file)
+    if obfuscated_file is not None:
+        examples += load_obfuscated_examples(obfuscated_file)
+    return deduplicate(examples)
+
+
 def _merge_targets(a: Targets, b: Targets) -> Targets:
-    merged = []
-    for x, y in zip(a, b, strict=True):
-        merged.append(y if x == UNKNOWN else x if y in (UNKNOWN, x) else UNKNOWN)
-    return (merged[0], merged[1])
+    return tuple(
+        y if x == UNKNOWN else x if y in (UNKNOWN, x) else UNKNOWN for x, y in zip(a, b, strict=True)
+    )
 
 
 def deduplicate(examples: list[Example]) -> list[Example]:

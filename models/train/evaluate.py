@@ -1,7 +1,12 @@
-"""Prompt-level evaluation of a trained head: scores are the maximum over a prompt's windows."""
+"""Prompt-level evaluation of a trained head: scores are the maximum over a prompt's windows.
+
+Every function takes the policy ids in the order of the score columns, so the same code serves
+the shipped two-policy head and heads trained on user files with any policies.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,9 +15,15 @@ import numpy.typing as npt
 
 from models.runtime.base import FloatArray
 from models.runtime.mlp_head import MlpHead
-from models.train.data import POLICIES, Example
+from models.train.data import Example
 from models.train.embed import WindowEmbeddings
 from models.train.metrics import binary_metrics, fpr_threshold, max_f1_threshold
+
+log = logging.getLogger(__name__)
+
+TargetArray = npt.NDArray[np.int64]
+#: Threshold of a policy whose validation data cannot calibrate one (a single class).
+DEFAULT_THRESHOLD = 0.5
 
 
 def prompt_scores(head: MlpHead, embeddings: WindowEmbeddings, n_prompts: int) -> FloatArray:
@@ -22,38 +33,54 @@ def prompt_scores(head: MlpHead, embeddings: WindowEmbeddings, n_prompts: int) -
     return np.maximum.reduceat(window_scores, starts, axis=0)
 
 
-def targets_of(examples: Sequence[Example]) -> npt.NDArray[np.int64]:
-    return np.array([e.targets for e in examples], dtype=np.int64).reshape(-1, len(POLICIES))
+def targets_of(examples: Sequence[Example], n_policies: int) -> TargetArray:
+    return np.array([e.targets for e in examples], dtype=np.int64).reshape(-1, n_policies)
 
 
-def calibrate(y: npt.NDArray[np.int64], scores: FloatArray, target_fpr: float | None) -> list[float]:
+def _calibrate_one(y: TargetArray, scores: FloatArray, target_fpr: float | None, policy: str) -> float:
+    known = y[y >= 0]
+    if not 0 < known.sum() < len(known):
+        log.warning(
+            "%s: validation data has %d positives and %d negatives; threshold left at %s",
+            policy,
+            int(known.sum()),
+            int(len(known) - known.sum()),
+            DEFAULT_THRESHOLD,
+        )
+        return DEFAULT_THRESHOLD
+    if target_fpr is not None:
+        return fpr_threshold(y, scores, target_fpr)
+    return max_f1_threshold(y, scores)
+
+
+def calibrate(
+    y: TargetArray, scores: FloatArray, target_fpr: float | None, policies: Sequence[str]
+) -> list[float]:
     """One threshold per policy: max F1, or the lowest one within `target_fpr` when it is given."""
-    return [
-        fpr_threshold(y[:, p], scores[:, p], target_fpr)
-        if target_fpr is not None
-        else max_f1_threshold(y[:, p], scores[:, p])
-        for p in range(len(POLICIES))
-    ]
+    return [_calibrate_one(y[:, p], scores[:, p], target_fpr, policy) for p, policy in enumerate(policies)]
 
 
-def per_policy(y: npt.NDArray[np.int64], scores: FloatArray, thresholds: list[float]) -> dict[str, Any]:
+def per_policy(
+    y: TargetArray, scores: FloatArray, thresholds: Sequence[float], policies: Sequence[str]
+) -> dict[str, Any]:
+    """`binary_metrics` of every policy with at least one known target."""
     return {
         policy: binary_metrics(y[:, p], scores[:, p], thresholds[p])
-        for p, policy in enumerate(POLICIES)
+        for p, policy in enumerate(policies)
         if (y[:, p] >= 0).any()
     }
 
 
 def recall_by_group(
-    examples: Sequence[Example], scores: FloatArray, thresholds: list[float]
+    examples: Sequence[Example], scores: FloatArray, thresholds: Sequence[float], policies: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
     """For each source group and policy with positives: how many there are and the share flagged."""
     out: dict[str, dict[str, Any]] = {}
-    y = targets_of(examples)
+    y = targets_of(examples, len(policies))
     groups = np.array([e.group for e in examples])
     for group in sorted(set(groups)):
         rows = groups == group
-        for p, policy in enumerate(POLICIES):
+        for p, policy in enumerate(policies):
             positives = rows & (y[:, p] == 1)
             if positives.any():
                 flagged = scores[positives, p] >= thresholds[p]
@@ -64,10 +91,12 @@ def recall_by_group(
     return out
 
 
-def false_positive_rate(scores: FloatArray, thresholds: list[float]) -> dict[str, Any]:
+def false_positive_rate(
+    scores: FloatArray, thresholds: Sequence[float], policies: Sequence[str]
+) -> dict[str, Any]:
     """For prompts that violate no policy: the share flagged per policy and by any policy."""
     flagged = scores >= np.array(thresholds, dtype=np.float32)
     report: dict[str, Any] = {"n": len(scores)}
-    report.update({policy: float(flagged[:, p].mean()) for p, policy in enumerate(POLICIES)})
+    report.update({policy: float(flagged[:, p].mean()) for p, policy in enumerate(policies)})
     report["any_policy"] = float(flagged.any(axis=1).mean())
     return report

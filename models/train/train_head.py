@@ -30,13 +30,15 @@ from models.runtime import bert_onnx
 from models.runtime.base import Policy
 from models.runtime.mlp_head import MlpHead
 from models.train import evaluate
-from models.train.data import POLICIES, Example, deduplicate, load_dataset_examples, load_edgy_examples
+from models.train.data import POLICIES, Example, shared_examples
 from models.train.embed import WindowEmbeddings, embed_texts
 from models.train.mlp import Dataset, MlpSettings, train_mlp
 
 log = logging.getLogger("train_head")
 
-EDGY_FILE = Path(__file__).resolve().parent / "benign_edgy.jsonl"
+HERE = Path(__file__).resolve().parent
+EDGY_FILE = HERE / "benign_edgy.jsonl"
+OBFUSCATED_FILE = HERE / "obfuscated.jsonl"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--edgy-file", type=Path, default=EDGY_FILE, help="hand-written edgy benign prompts")
+    parser.add_argument(
+        "--obfuscated-file", type=Path, default=OBFUSCATED_FILE, help="disguised prompts (make_obfuscated.py)"
+    )
     parser.add_argument("--edgy-weight", type=float, default=8.0, help="loss weight of edgy benign prompts")
     parser.add_argument(
         "--max-length", type=int, default=256, help="window size in tokens, [CLS]/[SEP] included"
@@ -80,7 +85,7 @@ def window_dataset(
     windows_per_doc = np.bincount(embeddings.doc, minlength=len(examples))
     prompt_weight = np.array([edgy_weight if e.group == "benign_edgy" else 1.0 for e in examples])
     weight = (prompt_weight[doc] / windows_per_doc[doc]).astype(np.float32)
-    return Dataset(embeddings.vectors[rows], evaluate.targets_of(examples)[doc], weight)
+    return Dataset(embeddings.vectors[rows], evaluate.targets_of(examples, len(POLICIES))[doc], weight)
 
 
 def data_summary(examples: list[Example]) -> dict[str, Any]:
@@ -104,23 +109,23 @@ def evaluate_all(
     examples: list[Example], scores: np.ndarray, target_fpr: float | None
 ) -> tuple[list[float], dict[str, Any]]:
     """Thresholds from validation, then the report on validation, test, held-out sources, edgy."""
-    y = evaluate.targets_of(examples)
+    y = evaluate.targets_of(examples, len(POLICIES))
     val, test, heldout = (split_rows(examples, s) for s in ("validation", "test", "heldout"))
-    thresholds = evaluate.calibrate(y[val], scores[val], target_fpr)
+    thresholds = evaluate.calibrate(y[val], scores[val], target_fpr, POLICIES)
     edgy_test = np.array([i for i in test if examples[i].group == "benign_edgy"], dtype=np.int64)
     report = {
         "thresholds": dict(zip(POLICIES, thresholds, strict=True)),
         "calibration": f"fpr<={target_fpr}" if target_fpr is not None else "max F1 on validation",
-        "validation": evaluate.per_policy(y[val], scores[val], thresholds),
-        "test": evaluate.per_policy(y[test], scores[test], thresholds),
+        "validation": evaluate.per_policy(y[val], scores[val], thresholds, POLICIES),
+        "test": evaluate.per_policy(y[test], scores[test], thresholds, POLICIES),
         "test_recall_by_source": evaluate.recall_by_group(
-            [examples[i] for i in test], scores[test], thresholds
+            [examples[i] for i in test], scores[test], thresholds, POLICIES
         ),
-        "heldout": evaluate.per_policy(y[heldout], scores[heldout], thresholds),
+        "heldout": evaluate.per_policy(y[heldout], scores[heldout], thresholds, POLICIES),
         "heldout_source_recall": evaluate.recall_by_group(
-            [examples[i] for i in heldout], scores[heldout], thresholds
+            [examples[i] for i in heldout], scores[heldout], thresholds, POLICIES
         ),
-        "benign_edgy_test_fpr": evaluate.false_positive_rate(scores[edgy_test], thresholds),
+        "benign_edgy_test_fpr": evaluate.false_positive_rate(scores[edgy_test], thresholds, POLICIES),
     }
     return thresholds, report
 
@@ -146,7 +151,7 @@ def write_model(args: argparse.Namespace, head: MlpHead, thresholds: list[float]
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    examples = deduplicate(load_dataset_examples(args.data_dir) + load_edgy_examples(args.edgy_file))
+    examples = shared_examples(args.data_dir, args.edgy_file, args.obfuscated_file)
     log.info("%d prompts after deduplication", len(examples))
     embeddings = embed_texts(
         [e.text for e in examples],
