@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything guardstream needs on a fresh Debian machine, idempotently:
 #   - redis-server (apt), Java 17 and Maven are expected (apt-installed when missing)
-#   - a virtualenv in .venv with the locked worker + dev dependencies (no torch)
+#   - a virtualenv in .venv with the locked worker, dev and training dependencies (torch included;
+#     --worker-only: the worker's alone, no torch)
 #   - the project itself, editable
 #   - the Kafka broker jars from Maven Central (via services.sh on first start)
 #   - for the deployment tests (not with --worker-only), into .local/: kustomize, built with Go
@@ -14,6 +15,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VENV=${GUARDSTREAM_VENV:-$REPO_ROOT/.venv}
 PYTHON=${PYTHON:-python3}
 LOCK=$REPO_ROOT/requirements/dev.lock
+UV_VERSION=0.13.9
 [ "${1:-}" = "--worker-only" ] && LOCK=$REPO_ROOT/requirements/worker.lock
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -39,10 +41,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== pip install -r ${LOCK#"$REPO_ROOT"/} (this takes a minute the first time)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r "$LOCK"
-  "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO_ROOT"
+  # uv installs the locked wheels (torch and its CUDA libraries are several GB in dev.lock) from
+  # its cache in seconds after the first time; pip would unpack them again on every fresh venv.
+  echo "== installing ${LOCK#"$REPO_ROOT"/} (several minutes the first time: torch is in the dev lock)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip "uv==$UV_VERSION"
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps --require-hashes -r "$LOCK"
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e "$REPO_ROOT"
   echo "$want" > "$stamp"
 fi
 
