@@ -50,7 +50,7 @@ class SentenceEncoder(torch.nn.Module):
         # The packaged encoder carries pooler weights the sentence encoder does not use: loading
         # reports them as unexpected, which is noise here.
         verbosity = transformers_logging.get_verbosity()
-        transformers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         try:
             bert = BertModel.from_pretrained(str(encoder_dir), add_pooling_layer=False, local_files_only=True)
         finally:
@@ -60,7 +60,7 @@ class SentenceEncoder(torch.nn.Module):
     @classmethod
     def from_config(cls, config: BertConfig) -> SentenceEncoder:
         """A randomly initialized encoder (for tests of the training code)."""
-        return cls(BertModel(config, add_pooling_layer=False))
+        return cls(BertModel(config, add_pooling_layer=False))  # type: ignore[no-untyped-call]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
