@@ -35,7 +35,7 @@ class WindowEmbeddings:
     doc: IntArray
 
 
-def _embeddings_key(texts: list[str], max_length: int, stride: int) -> str:
+def _embeddings_key(texts: list[str], max_length: int, stride: int, encoder_sha256: str) -> str:
     digest = hashlib.sha256()
     for text in texts:
         digest.update(text.encode("utf-8"))
@@ -43,18 +43,17 @@ def _embeddings_key(texts: list[str], max_length: int, stride: int) -> str:
     return cache_key(
         "embeddings",
         bert_onnx.BUILDER_VERSION,
-        bert_onnx.ENCODER_SHA256,
+        encoder_sha256,
         str(max_length),
         str(stride),
         digest.hexdigest(),
     )
 
 
-def encoder_runner(cache_dir: Path | None, threads: int) -> WindowRunner:
-    """The encoder alone (output `embeddings`) in a CPU or CUDA session."""
-    encoder = bert_onnx.encoder_dir()
-    key = cache_key("encoder", bert_onnx.BUILDER_VERSION, bert_onnx.ENCODER_SHA256)
-    source = load_or_build(key, lambda: bert_onnx.build_model(encoder), cache_dir)
+def encoder_runner(cache_dir: Path | None, threads: int, encoder: Path, encoder_sha256: str) -> WindowRunner:
+    """The encoder in directory `encoder` alone (output `embeddings`) in a CPU or CUDA session."""
+    key = cache_key("encoder", bert_onnx.BUILDER_VERSION, encoder_sha256)
+    source = load_or_build(key, lambda: bert_onnx.build_model(encoder, None, encoder_sha256), cache_dir)
     session, device = create_session(source, "auto", threads)
     log.info("encoder runs on %s", device)
     return WindowRunner(session, "embeddings")
@@ -81,19 +80,30 @@ def embed_texts(
     cache_dir: Path | None = None,
     batch_size: int = 64,
     threads: int = 0,
+    encoder_dir: Path | None = None,
 ) -> WindowEmbeddings:
-    """Window embeddings of `texts`, from the on-disk cache when they were computed before."""
+    """Window embeddings of `texts`, from the on-disk cache when they were computed before.
+
+    `encoder_dir`: an encoder directory (see `models.train.torch_encoder`); default: the packaged
+    all-MiniLM-L6-v2.
+    """
+    encoder = encoder_dir if encoder_dir is not None else bert_onnx.encoder_dir()
+    encoder_sha256 = (
+        bert_onnx.ENCODER_SHA256
+        if encoder_dir is None
+        else bert_onnx.file_sha256(encoder / bert_onnx.WEIGHTS_FILE)
+    )
     directory = (cache_dir or default_cache_dir().parent) / "embeddings"
-    path = directory / f"{_embeddings_key(texts, max_length, stride)}.npz"
+    path = directory / f"{_embeddings_key(texts, max_length, stride, encoder_sha256)}.npz"
     if path.is_file():
         with np.load(path) as cached:
             log.info("window embeddings from %s", path)
             return WindowEmbeddings(cached["vectors"], cached["doc"])
-    tokenizer = WindowTokenizer(bert_onnx.encoder_dir() / "tokenizer.json", max_length, stride)
+    tokenizer = WindowTokenizer(encoder / "tokenizer.json", max_length, stride)
     encoded = tokenizer.encode(texts)
     windows = [w for item in encoded for w in item.windows]
     doc = np.repeat(np.arange(len(texts)), [len(item.windows) for item in encoded]).astype(np.int64)
-    vectors = _run_sorted(encoder_runner(cache_dir, threads), windows, batch_size)
+    vectors = _run_sorted(encoder_runner(cache_dir, threads, encoder, encoder_sha256), windows, batch_size)
     directory.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     with temporary.open("wb") as stream:

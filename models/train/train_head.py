@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--target-fpr", type=float, default=None, help="calibrate for this FPR instead of max F1"
     )
+    parser.add_argument(
+        "--encoder-dir", type=Path, default=None, help="fine-tuned encoder directory [packaged MiniLM]"
+    )
     parser.add_argument("--embed-batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: one per core)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="ONNX and embedding cache")
@@ -160,6 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.cache_dir,
         args.embed_batch_size,
         args.threads,
+        args.encoder_dir,
     )
     settings = MlpSettings(hidden=args.hidden, epochs=args.epochs, seed=args.seed)
     head, history = train_mlp(
