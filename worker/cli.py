@@ -3,6 +3,9 @@
     guardstream worker   run a worker (one member of the consumer group)
     guardstream demo     start Kafka + Redis + a worker, stream sample prompts, print verdicts
     guardstream score    score texts with the model, no Kafka (a quick check of a model)
+    guardstream train    train a guard model and write a model directory (training extra)
+    guardstream eval     measure model directories on labeled prompts (training extra)
+    guardstream export   write ONNX fp32 / int8 / fp16 files checked against torch (training extra)
 
 Settings come from GUARDSTREAM_* environment variables; flags win over them.
 """
@@ -17,6 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
+#: Training tools: command -> (module with `main(argv) -> int`, help). They have their own
+#: parsers and need the `train` extra, so they are imported only when run.
+_TOOLS: dict[str, tuple[str, str]] = {
+    "train": ("models.train.train_head", "train a guard model, write a model directory"),
+    "eval": ("models.evaluate_model", "measure model directories on labeled prompts"),
+    "export": ("models.export", "export ONNX fp32 / int8 / fp16, each checked against torch"),
+}
+_TRAIN_EXTRA_HINT = "install the training tools: pip install 'guardstream[train]' (or make install)"
 
 #: flag -> (settings section, field)
 _FLAGS: dict[str, tuple[str, str]] = {
@@ -100,11 +112,33 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="score texts without Kafka", description="Print scores.")
     score.add_argument("texts", nargs="+", help="prompts to score")
     _add_settings_flags(score)
+    for name, (_, help_text) in _TOOLS.items():
+        commands.add_parser(name, help=help_text, description=f"{help_text}; see guardstream {name} --help")
     return parser
 
 
+def run_tool(name: str, argv: Sequence[str]) -> int:
+    """Run a training tool's own command line, with a clear message when its extra is missing."""
+    import importlib
+
+    module_name, _ = _TOOLS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        print(
+            f"guardstream {name}: needs {exc.name}, which is not installed: {_TRAIN_EXTRA_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+    status: int = module.main(list(argv))
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in _TOOLS:
+        return run_tool(arguments[0], arguments[1:])
+    args = build_parser().parse_args(arguments)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:

@@ -16,10 +16,24 @@ MAX_POSITIONS = 512
 
 @dataclass(frozen=True)
 class EncoderRef:
-    """Which packaged encoder the head was trained on, pinned by the SHA-256 of its weights."""
+    """The encoder the head was trained on, pinned by the SHA-256 of its weights.
 
-    package: str
+    Either a Python package carrying it (`package`) or an encoder directory inside the model
+    directory (`path`, relative), such as a fine-tuned encoder.
+    """
+
+    package: str | None
     sha256: str
+    path: str | None = None
+
+    @classmethod
+    def local(cls, path: str, sha256: str) -> EncoderRef:
+        """An encoder directory inside the model directory."""
+        return cls(None, sha256, path)
+
+    def to_dict(self) -> dict[str, str]:
+        where = {"package": self.package} if self.package is not None else {"path": str(self.path)}
+        return {**where, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,9 @@ class GuardConfig:
             ),
             max_length=int(raw["max_length"]),
             window_stride=int(raw["window_stride"]),
-            encoder=EncoderRef(str(raw["encoder"]["package"]), str(raw["encoder"]["sha256"])),
+            encoder=EncoderRef(
+                raw["encoder"].get("package"), str(raw["encoder"]["sha256"]), raw["encoder"].get("path")
+            ),
             head_file=str(raw.get("head", "head.safetensors")),
         )
 
@@ -88,7 +104,7 @@ class GuardConfig:
             "policies": [{"id": p.id, "version": p.version, "threshold": p.threshold} for p in self.policies],
             "max_length": self.max_length,
             "window_stride": self.window_stride,
-            "encoder": {"package": self.encoder.package, "sha256": self.encoder.sha256},
+            "encoder": self.encoder.to_dict(),
             "head": self.head_file,
         }
 

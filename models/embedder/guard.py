@@ -63,7 +63,11 @@ class EmbedderGuard:
     ) -> EmbedderGuard:
         """Open the model in `model_dir`, building its ONNX graph into `cache_dir` if needed."""
         config = GuardConfig.load(model_dir / CONFIG_FILE)
-        encoder = bert_onnx.encoder_dir(config.encoder.package)
+        encoder = (
+            model_dir / config.encoder.path
+            if config.encoder.path is not None
+            else bert_onnx.encoder_dir(config.encoder.package or bert_onnx.ENCODER_PACKAGE)
+        )
         bert_onnx.verify_encoder(encoder, config.encoder.sha256)
         head_path = model_dir / config.head_file
         head = MlpHead.load(head_path)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,34 +165,35 @@ def load_dataset_examples(data_dir: Path) -> list[Example]:
     return examples
 
 
-def load_edgy_examples(path: Path) -> list[Example]:
-    """Hand-written benign prompts that look edgy: negatives for both policies."""
-    return [
-        Example(normalize_text(row["text"]), (0, 0), row["split"], "benign_edgy", row.get("topic"))
-        for row in _read_jsonl(path)
-    ]
+#: The hand-written prompt files beside this module (see their make_*.py or README entries).
+HANDWRITTEN_DIR = Path(__file__).resolve().parent
+HANDWRITTEN_FILES = tuple(
+    HANDWRITTEN_DIR / name
+    for name in (
+        "benign_edgy.jsonl",
+        "obfuscated.jsonl",
+    )
+)
 
 
-def load_obfuscated_examples(path: Path, splits: tuple[str, ...] = ("train", "validation")) -> list[Example]:
-    """The obfuscated prompts of `splits` (see make_obfuscated.py), with their per-policy targets."""
-    return [
-        Example(
-            normalize_text(row["text"]),
-            tuple(int(row[policy]) for policy in POLICIES),
-            row["split"],
-            "obfuscated",
-            row.get("technique"),
-        )
-        for row in _read_jsonl(path)
-        if row["split"] in splits
-    ]
+def load_handwritten_examples(path: Path) -> list[Example]:
+    """A hand-written JSONL file: `text`, `split`, a 0/1 column per policy (absent: 0, benign).
+
+    The source group is the file's stem; the category its `topic` or `technique`.
+    """
+    examples = []
+    for row in _read_jsonl(path):
+        targets = tuple(int(row.get(policy, 0)) for policy in POLICIES)
+        category = row.get("topic") or row.get("technique")
+        examples.append(Example(normalize_text(row["text"]), targets, row["split"], path.stem, category))
+    return examples
 
 
-def shared_examples(data_dir: Path, edgy_file: Path, obfuscated_file: Path | None) -> list[Example]:
-    """The deduplicated examples the shipped head is trained and evaluated on."""
-    examples = load_dataset_examples(data_dir) + load_edgy_examples(edgy_file)
-    if obfuscated_file is not None:
-        examples += load_obfuscated_examples(obfuscated_file)
+def shared_examples(data_dir: Path, handwritten: Sequence[Path] = HANDWRITTEN_FILES) -> list[Example]:
+    """The deduplicated examples the shipped model is trained and evaluated on."""
+    examples = load_dataset_examples(data_dir)
+    for path in handwritten:
+        examples += load_handwritten_examples(path)
     return deduplicate(examples)
 
 

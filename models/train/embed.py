@@ -35,19 +35,51 @@ class WindowEmbeddings:
     doc: IntArray
 
 
-def _embeddings_key(texts: list[str], max_length: int, stride: int, encoder_sha256: str) -> str:
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8"))
-        digest.update(b"\x00")
-    return cache_key(
-        "embeddings",
-        bert_onnx.BUILDER_VERSION,
-        encoder_sha256,
-        str(max_length),
-        str(stride),
-        digest.hexdigest(),
+def _store_path(directory: Path, max_length: int, stride: int, encoder_sha256: str) -> Path:
+    """One store per encoder and windowing; it grows as new texts are embedded."""
+    key = cache_key(
+        "window-embeddings", bert_onnx.BUILDER_VERSION, encoder_sha256, str(max_length), str(stride)
     )
+    return directory / f"{key}.npz"
+
+
+def text_key(text: str) -> bytes:
+    """The store's key of a text: its SHA-256 (32 bytes)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+@dataclass
+class _Store:
+    """Window embeddings of every text embedded so far: text key -> its rows of `vectors`."""
+
+    keys: list[bytes]
+    vectors: FloatArray
+    counts: IntArray
+
+    @classmethod
+    def load(cls, path: Path, width: int) -> _Store:
+        if not path.is_file():
+            return cls([], np.zeros((0, width), dtype=np.float32), np.zeros(0, dtype=np.int64))
+        with np.load(path) as stored:
+            keys = [bytes(k) for k in stored["keys"]]
+            return cls(keys, stored["vectors"], stored["counts"])
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        with temporary.open("wb") as stream:
+            keys = np.array(self.keys, dtype="S32")
+            np.savez(stream, keys=keys, vectors=self.vectors, counts=self.counts)
+        temporary.replace(path)
+
+    def rows_of(self) -> dict[bytes, tuple[int, int]]:
+        ends = np.cumsum(self.counts)
+        return {k: (int(e - c), int(e)) for k, e, c in zip(self.keys, ends, self.counts, strict=True)}
+
+    def add(self, keys: list[bytes], vectors: FloatArray, counts: IntArray) -> None:
+        self.keys += keys
+        self.vectors = np.concatenate([self.vectors, vectors]) if len(self.vectors) else vectors
+        self.counts = np.concatenate([self.counts, counts])
 
 
 def encoder_runner(cache_dir: Path | None, threads: int, encoder: Path, encoder_sha256: str) -> WindowRunner:
@@ -73,6 +105,17 @@ def _run_sorted(runner: WindowRunner, windows: list[IdArray], batch_size: int) -
     return out
 
 
+def _embed_new(
+    texts: list[str], tokenizer: WindowTokenizer, runner: WindowRunner, batch_size: int
+) -> tuple[FloatArray, IntArray]:
+    """(window vectors, windows per text) of texts not embedded before."""
+    encoded = tokenizer.encode(texts)
+    windows = [w for item in encoded for w in item.windows]
+    return _run_sorted(runner, windows, batch_size), np.array(
+        [len(e.windows) for e in encoded], dtype=np.int64
+    )
+
+
 def embed_texts(
     texts: list[str],
     max_length: int,
@@ -82,7 +125,7 @@ def embed_texts(
     threads: int = 0,
     encoder_dir: Path | None = None,
 ) -> WindowEmbeddings:
-    """Window embeddings of `texts`, from the on-disk cache when they were computed before.
+    """Window embeddings of `texts`; texts embedded before (same encoder and windows) come from disk.
 
     `encoder_dir`: an encoder directory (see `models.train.torch_encoder`); default: the packaged
     all-MiniLM-L6-v2.
@@ -93,20 +136,23 @@ def embed_texts(
         if encoder_dir is None
         else bert_onnx.file_sha256(encoder / bert_onnx.WEIGHTS_FILE)
     )
-    directory = (cache_dir or default_cache_dir().parent) / "embeddings"
-    path = directory / f"{_embeddings_key(texts, max_length, stride, encoder_sha256)}.npz"
-    if path.is_file():
-        with np.load(path) as cached:
-            log.info("window embeddings from %s", path)
-            return WindowEmbeddings(cached["vectors"], cached["doc"])
-    tokenizer = WindowTokenizer(encoder / "tokenizer.json", max_length, stride)
-    encoded = tokenizer.encode(texts)
-    windows = [w for item in encoded for w in item.windows]
-    doc = np.repeat(np.arange(len(texts)), [len(item.windows) for item in encoded]).astype(np.int64)
-    vectors = _run_sorted(encoder_runner(cache_dir, threads, encoder, encoder_sha256), windows, batch_size)
-    directory.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("wb") as stream:
-        np.savez(stream, vectors=vectors, doc=doc)
-    temporary.replace(path)
-    return WindowEmbeddings(vectors, doc)
+    path = _store_path(
+        (cache_dir or default_cache_dir().parent) / "embeddings", max_length, stride, encoder_sha256
+    )
+    store = _Store.load(path, 0)
+    keys = [text_key(t) for t in texts]
+    known = store.rows_of()
+    missing = list(dict.fromkeys(k for k in keys if k not in known))
+    log.info("%d of %d texts embedded before (%s)", len(texts) - len(missing), len(texts), path.name)
+    if missing:
+        by_key = {k: t for k, t in zip(keys, texts, strict=True)}
+        tokenizer = WindowTokenizer(encoder / "tokenizer.json", max_length, stride)
+        runner = encoder_runner(cache_dir, threads, encoder, encoder_sha256)
+        vectors, counts = _embed_new([by_key[k] for k in missing], tokenizer, runner, batch_size)
+        store.add(missing, vectors, counts)
+        store.save(path)
+        known = store.rows_of()
+    spans = [known[k] for k in keys]
+    rows = np.concatenate([np.arange(a, b) for a, b in spans]) if spans else np.zeros(0, dtype=np.int64)
+    doc = np.repeat(np.arange(len(texts)), [b - a for a, b in spans]).astype(np.int64)
+    return WindowEmbeddings(store.vectors[rows], doc)

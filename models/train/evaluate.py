@@ -100,3 +100,43 @@ def false_positive_rate(
     report.update({policy: float(flagged[:, p].mean()) for p, policy in enumerate(policies)})
     report["any_policy"] = float(flagged.any(axis=1).mean())
     return report
+
+
+def split_rows(examples: Sequence[Example], split: str) -> npt.NDArray[np.int64]:
+    """Indices of the examples in `split`."""
+    return np.array([i for i, e in enumerate(examples) if e.split == split], dtype=np.int64)
+
+
+def benign_groups(examples: Sequence[Example]) -> list[str]:
+    """The hand-written benign groups (their names start with `benign_`)."""
+    return sorted({e.group for e in examples if e.group.startswith("benign_")})
+
+
+def calibrate_and_report(
+    examples: Sequence[Example], scores: FloatArray, target_fpr: float | None, policies: Sequence[str]
+) -> tuple[list[float], dict[str, Any]]:
+    """Thresholds from the validation split, then metrics per split, per source and on benign groups."""
+    y = targets_of(examples, len(policies))
+    val, test, heldout = (split_rows(examples, s) for s in ("validation", "test", "heldout"))
+    thresholds = calibrate(y[val], scores[val], target_fpr, policies)
+    report: dict[str, Any] = {
+        "thresholds": dict(zip(policies, thresholds, strict=True)),
+        "calibration": f"fpr<={target_fpr} on validation"
+        if target_fpr is not None
+        else "max F1 on validation",
+        "validation": per_policy(y[val], scores[val], thresholds, policies),
+        "test": per_policy(y[test], scores[test], thresholds, policies),
+        "test_recall_by_source": recall_by_group(
+            [examples[i] for i in test], scores[test], thresholds, policies
+        ),
+    }
+    if len(heldout):
+        report["heldout"] = per_policy(y[heldout], scores[heldout], thresholds, policies)
+        report["heldout_source_recall"] = recall_by_group(
+            [examples[i] for i in heldout], scores[heldout], thresholds, policies
+        )
+    for group in benign_groups(examples):
+        rows = np.array([i for i in test if examples[i].group == group], dtype=np.int64)
+        if len(rows):
+            report[f"{group}_test_fpr"] = false_positive_rate(scores[rows], thresholds, policies)
+    return thresholds, report

@@ -57,3 +57,12 @@ def fpr_threshold(y: npt.NDArray[np.int64], scores: FloatArray, target_fpr: floa
         return 0.0
     # Flag strictly above the (allowed+1)-th highest negative score.
     return float(np.nextafter(np.float32(negatives[allowed]), np.float32(np.inf)))
+
+
+def recall_at_fpr(y: npt.NDArray[np.int64], scores: FloatArray, max_fpr: float) -> float:
+    """The recall reached at the lowest threshold whose false-positive rate is at most `max_fpr`."""
+    truth, known_scores = _known(y, scores)
+    if not truth.any() or truth.all():
+        return float("nan")
+    threshold = fpr_threshold(y, scores, max_fpr)
+    return float((known_scores[truth] >= threshold).mean())

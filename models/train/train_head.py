@@ -1,14 +1,18 @@
-r"""Trains the MLP head of the embedder guard and writes a model directory.
+r"""`guardstream train`: train an embedder guard and write a model directory the worker loads.
 
-    python -m models.train.train_head --data-dir ../shared/data \
-        --out models/artifacts/embedder-minilm --seed 0
+    guardstream train --data-dir ../shared/data --out models/artifacts/embedder-minilm
+    guardstream train --data mine.jsonl other.csv --policies unsafe_content --out my-guard
+    guardstream train --sources sources.yaml --out my-guard --finetune --head svm
 
-Reads the shared JSONL datasets (see models/train/data.py for how rows become per-policy targets
-and splits) plus the hand-written edgy benign prompts, embeds every window with the ONNX encoder,
-trains the head on the train split, calibrates one threshold per policy on the validation split
-and reports metrics on the test split, on the held-out sources and on the held-out edgy prompts.
-Writes `head.safetensors`, `config.json` and `metrics.json` into `--out` (the model card is kept
-by hand).
+Steps: read the labeled prompts (the shared datasets with the project's labeling rules and
+hand-written files, or your own files, see `models/train/files.py`); optionally fine-tune the
+encoder with a triplet loss (`--finetune`, `models/train/finetune.py`); embed every window of every
+prompt; train the head (an MLP, a linear SVM or logistic regression, one output per policy) on
+the train split; calibrate one threshold per policy on the validation split (max F1, or a
+target false-positive rate); report metrics on the test split, on held-out sources and on the
+hand-written benign prompts. Writes into `--out`: `config.json`, `head.safetensors`,
+`metrics.json`, the encoder directory `encoder/` when it is not the packaged one, and a
+generated `MODEL_CARD.md` when there is none.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import argparse
 import json
 import logging
 import shlex
+import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,110 +36,180 @@ from models.runtime import bert_onnx
 from models.runtime.base import Policy
 from models.runtime.mlp_head import MlpHead
 from models.train import evaluate
-from models.train.data import POLICIES, Example, shared_examples
+from models.train.data import SPLITS, Example
 from models.train.embed import WindowEmbeddings, embed_texts
+from models.train.files import DataFileError, add_data_arguments, load_examples
 from models.train.mlp import Dataset, MlpSettings, train_mlp
 
-log = logging.getLogger("train_head")
+log = logging.getLogger("guardstream.train")
 
-HERE = Path(__file__).resolve().parent
-EDGY_FILE = HERE / "benign_edgy.jsonl"
-OBFUSCATED_FILE = HERE / "obfuscated.jsonl"
+ENCODER_SUBDIR = "encoder"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """The flags of `guardstream train`."""
+    data = add_data_arguments(parser)
+    data.add_argument(
+        "--benign-weight", type=float, default=8.0, help="loss weight of hand-written benign prompts [8]"
     )
-    parser.add_argument("--data-dir", type=Path, required=True, help="directory of the shared JSONL datasets")
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--edgy-file", type=Path, default=EDGY_FILE, help="hand-written edgy benign prompts")
-    parser.add_argument(
-        "--obfuscated-file", type=Path, default=OBFUSCATED_FILE, help="disguised prompts (make_obfuscated.py)"
+    encoder = parser.add_argument_group("encoder")
+    encoder.add_argument(
+        "--encoder-dir", type=Path, help="an already fine-tuned encoder directory [the packaged MiniLM]"
     )
-    parser.add_argument("--edgy-weight", type=float, default=8.0, help="loss weight of edgy benign prompts")
-    parser.add_argument(
-        "--max-length", type=int, default=256, help="window size in tokens, [CLS]/[SEP] included"
+    encoder.add_argument("--finetune", action="store_true", help="fine-tune the encoder first (torch)")
+    encoder.add_argument(
+        "--finetune-loss",
+        choices=["triplet", "batch_hard", "contrastive"],
+        default="triplet",
+        help="[triplet]",
     )
-    parser.add_argument("--window-stride", type=int, default=192, help="tokens between window starts")
-    parser.add_argument("--hidden", type=int, default=128, help="hidden units of the head")
-    parser.add_argument("--epochs", type=int, default=80)
-    parser.add_argument(
-        "--target-fpr", type=float, default=None, help="calibrate for this FPR instead of max F1"
+    encoder.add_argument("--finetune-epochs", type=int, default=1, help="[1]")
+    encoder.add_argument("--finetune-max-steps", type=int, default=None, help="stop after this many steps")
+    encoder.add_argument("--finetune-batch-size", type=int, default=32, help="[32]")
+    encoder.add_argument("--finetune-max-length", type=int, default=128, help="tokens per prompt [128]")
+    head = parser.add_argument_group("head and calibration")
+    head.add_argument("--head", choices=["mlp", "svm", "logreg"], default="mlp", help="[mlp]")
+    head.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP [128]")
+    head.add_argument("--epochs", type=int, default=80, help="MLP epochs, early-stopped [80]")
+    head.add_argument("--c", type=float, default=1.0, help="inverse regularization of svm/logreg [1.0]")
+    head.add_argument("--target-fpr", type=float, default=None, help="calibrate for this FPR, not max F1")
+    windows = parser.add_argument_group("windows and run")
+    windows.add_argument(
+        "--max-length", type=int, default=256, help="window in tokens with [CLS]/[SEP] [256]"
     )
-    parser.add_argument(
-        "--encoder-dir", type=Path, default=None, help="fine-tuned encoder directory [packaged MiniLM]"
-    )
-    parser.add_argument("--embed-batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: one per core)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="ONNX and embedding cache")
-    parser.add_argument("--name", default="embedder-minilm")
-    parser.add_argument("--version", default="1.0.0")
-    parser.add_argument("--policy-version", default="1")
-    return parser.parse_args(argv)
+    windows.add_argument("--window-stride", type=int, default=192, help="tokens between window starts [192]")
+    windows.add_argument("--seed", type=int, default=0, help="[0]")
+    windows.add_argument("--embed-batch-size", type=int, default=64, help="[64]")
+    windows.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads, 0 = one per core [0]")
+    windows.add_argument("--cache-dir", type=Path, default=None, help="ONNX and embedding cache")
+    meta = parser.add_argument_group("model metadata")
+    meta.add_argument("--name", default="embedder-minilm", help="[%(default)s]")
+    meta.add_argument("--version", default="1.0.0", help="[%(default)s]")
+    meta.add_argument("--policy-version", default="1", help="version of every policy [1]")
 
 
-def split_rows(examples: list[Example], split: str) -> np.ndarray:
-    return np.array([i for i, e in enumerate(examples) if e.split == split], dtype=np.int64)
+def check_splits(examples: Sequence[Example], policies: Sequence[str]) -> None:
+    """Training needs train rows and validation rows of both classes for every policy."""
+    y = evaluate.targets_of(examples, len(policies))
+    for split in ("train", "validation"):
+        rows = evaluate.split_rows(examples, split)
+        for p, policy in enumerate(policies):
+            known = y[rows, p][y[rows, p] >= 0]
+            if not 0 < known.sum() < len(known):
+                raise DataFileError(
+                    f"the {split} split has {int(known.sum())} positive and {int(len(known) - known.sum())} "
+                    f"negative prompts for {policy}: both are needed (add data or a split column)"
+                )
 
 
 def window_dataset(
-    examples: list[Example], embeddings: WindowEmbeddings, split: str, edgy_weight: float
+    examples: Sequence[Example],
+    embeddings: WindowEmbeddings,
+    split: str,
+    n_policies: int,
+    benign_weight: float,
 ) -> Dataset:
     """The windows of one split; a prompt's windows share its targets and weight 1/windows."""
     in_split = np.array([e.split == split for e in examples])
     rows = in_split[embeddings.doc]
     doc = embeddings.doc[rows]
     windows_per_doc = np.bincount(embeddings.doc, minlength=len(examples))
-    prompt_weight = np.array([edgy_weight if e.group == "benign_edgy" else 1.0 for e in examples])
+    prompt_weight = np.array([benign_weight if e.group.startswith("benign_") else 1.0 for e in examples])
     weight = (prompt_weight[doc] / windows_per_doc[doc]).astype(np.float32)
-    return Dataset(embeddings.vectors[rows], evaluate.targets_of(examples, len(POLICIES))[doc], weight)
+    return Dataset(embeddings.vectors[rows], evaluate.targets_of(examples, n_policies)[doc], weight)
 
 
-def data_summary(examples: list[Example]) -> dict[str, Any]:
+def data_summary(examples: Sequence[Example], policies: Sequence[str]) -> dict[str, Any]:
     """Prompt counts per split and policy (positive / negative / unknown) and per split and group."""
     summary: dict[str, Any] = {}
-    for split in ("train", "validation", "test", "heldout"):
+    for split in SPLITS:
         chosen = [e for e in examples if e.split == split]
-        counts = {
-            policy: dict(Counter({1: "positive", 0: "negative", -1: "unknown"}[e.targets[p]] for e in chosen))
-            for p, policy in enumerate(POLICIES)
-        }
-        summary[split] = {
-            "prompts": len(chosen),
-            "targets": counts,
-            "groups": dict(Counter(e.group for e in chosen)),
-        }
+        if chosen:
+            names = {1: "positive", 0: "negative", -1: "unknown"}
+            summary[split] = {
+                "prompts": len(chosen),
+                "targets": {
+                    policy: dict(Counter(names[e.targets[p]] for e in chosen))
+                    for p, policy in enumerate(policies)
+                },
+                "groups": dict(Counter(e.group for e in chosen)),
+            }
     return summary
 
 
-def evaluate_all(
-    examples: list[Example], scores: np.ndarray, target_fpr: float | None
-) -> tuple[list[float], dict[str, Any]]:
-    """Thresholds from validation, then the report on validation, test, held-out sources, edgy."""
-    y = evaluate.targets_of(examples, len(POLICIES))
-    val, test, heldout = (split_rows(examples, s) for s in ("validation", "test", "heldout"))
-    thresholds = evaluate.calibrate(y[val], scores[val], target_fpr, POLICIES)
-    edgy_test = np.array([i for i in test if examples[i].group == "benign_edgy"], dtype=np.int64)
-    report = {
-        "thresholds": dict(zip(POLICIES, thresholds, strict=True)),
-        "calibration": f"fpr<={target_fpr}" if target_fpr is not None else "max F1 on validation",
-        "validation": evaluate.per_policy(y[val], scores[val], thresholds, POLICIES),
-        "test": evaluate.per_policy(y[test], scores[test], thresholds, POLICIES),
-        "test_recall_by_source": evaluate.recall_by_group(
-            [examples[i] for i in test], scores[test], thresholds, POLICIES
-        ),
-        "heldout": evaluate.per_policy(y[heldout], scores[heldout], thresholds, POLICIES),
-        "heldout_source_recall": evaluate.recall_by_group(
-            [examples[i] for i in heldout], scores[heldout], thresholds, POLICIES
-        ),
-        "benign_edgy_test_fpr": evaluate.false_positive_rate(scores[edgy_test], thresholds, POLICIES),
-    }
-    return thresholds, report
+def finetune(
+    args: argparse.Namespace, examples: Sequence[Example], policies: Sequence[str], out: Path
+) -> None:
+    """Fine-tune the packaged encoder on the train split (validation loss on the validation split)."""
+    from models.train.finetune import FinetuneSettings, classes_of, finetune_encoder
+
+    settings = FinetuneSettings(
+        loss=args.finetune_loss,
+        epochs=args.finetune_epochs,
+        batch_size=args.finetune_batch_size,
+        max_length=args.finetune_max_length,
+        max_steps=args.finetune_max_steps,
+        seed=args.seed,
+    )
+
+    def labeled(split: str) -> tuple[list[str], list[int]]:
+        chosen = [e for e in examples if e.split == split]
+        pairs = [
+            (e.text, c) for e, c in zip(chosen, classes_of(chosen, policies), strict=True) if c is not None
+        ]
+        return [text for text, _ in pairs], [c for _, c in pairs]
+
+    texts, classes = labeled("train")
+    finetune_encoder(texts, classes, bert_onnx.encoder_dir(), out, settings, validation=labeled("validation"))
+    # The final encoder is saved; the checkpoints (for resuming) would only bloat the model directory.
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
-def write_model(args: argparse.Namespace, head: MlpHead, thresholds: list[float]) -> GuardConfig:
+def prepare_encoder(
+    args: argparse.Namespace, examples: Sequence[Example], policies: Sequence[str]
+) -> Path | None:
+    """The encoder directory to embed with (inside `--out`), or None for the packaged encoder."""
+    target = Path(args.out) / ENCODER_SUBDIR
+    if args.finetune:
+        finetune(args, examples, policies, target)
+        return target
+    if args.encoder_dir is not None:
+        if Path(args.encoder_dir).resolve() != target.resolve():
+            shutil.copytree(
+                args.encoder_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints")
+            )
+        return target
+    return None
+
+
+def train_head(
+    args: argparse.Namespace, train: Dataset, validation: Dataset
+) -> tuple[MlpHead, dict[str, Any]]:
+    """The chosen head and the settings it was trained with."""
+    if args.head == "mlp":
+        settings = MlpSettings(hidden=args.hidden, epochs=args.epochs, seed=args.seed)
+        head, history = train_mlp(train, validation, settings)
+        return head, {"head": "mlp", **vars(settings), "epochs_run": len(history)}
+    from models.train.linear_heads import train_linear_head
+
+    head = train_linear_head(args.head, train, validation, c=args.c, seed=args.seed)
+    return head, {"head": args.head, "c": args.c}
+
+
+def encoder_ref(encoder: Path | None) -> EncoderRef:
+    if encoder is None:
+        return EncoderRef(bert_onnx.ENCODER_PACKAGE, bert_onnx.ENCODER_SHA256)
+    return EncoderRef.local(ENCODER_SUBDIR, bert_onnx.file_sha256(encoder / bert_onnx.WEIGHTS_FILE))
+
+
+def write_model(
+    args: argparse.Namespace,
+    head: MlpHead,
+    thresholds: Sequence[float],
+    policies: Sequence[str],
+    encoder: Path | None,
+) -> GuardConfig:
     args.out.mkdir(parents=True, exist_ok=True)
     head.save(args.out / "head.safetensors")
     config = GuardConfig(
@@ -141,21 +217,25 @@ def write_model(args: argparse.Namespace, head: MlpHead, thresholds: list[float]
         version=args.version,
         policies=tuple(
             Policy(policy, args.policy_version, round(threshold, 6))
-            for policy, threshold in zip(POLICIES, thresholds, strict=True)
+            for policy, threshold in zip(policies, thresholds, strict=True)
         ),
         max_length=args.max_length,
         window_stride=args.window_stride,
-        encoder=EncoderRef(bert_onnx.ENCODER_PACKAGE, bert_onnx.ENCODER_SHA256),
+        encoder=encoder_ref(encoder),
         head_file="head.safetensors",
     )
     config.save(args.out / "config.json")
     return config
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run_training(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, evaluate and write the model directory; returns the metrics written to metrics.json."""
     started = time.perf_counter()
-    examples = shared_examples(args.data_dir, args.edgy_file, args.obfuscated_file)
-    log.info("%d prompts after deduplication", len(examples))
+    policies, examples = load_examples(args)
+    check_splits(examples, policies)
+    log.info("%d prompts after deduplication, policies %s", len(examples), ", ".join(policies))
+    args.out.mkdir(parents=True, exist_ok=True)
+    encoder = prepare_encoder(args, examples, policies)
     embeddings = embed_texts(
         [e.text for e in examples],
         args.max_length,
@@ -163,47 +243,71 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.cache_dir,
         args.embed_batch_size,
         args.threads,
-        args.encoder_dir,
+        encoder,
     )
-    settings = MlpSettings(hidden=args.hidden, epochs=args.epochs, seed=args.seed)
-    head, history = train_mlp(
-        window_dataset(examples, embeddings, "train", args.edgy_weight),
-        window_dataset(examples, embeddings, "validation", args.edgy_weight),
-        settings,
+    n = len(policies)
+    head, head_settings = train_head(
+        args,
+        window_dataset(examples, embeddings, "train", n, args.benign_weight),
+        window_dataset(examples, embeddings, "validation", n, args.benign_weight),
     )
     scores = evaluate.prompt_scores(head, embeddings, len(examples))
-    thresholds, report = evaluate_all(examples, scores, args.target_fpr)
-    config = write_model(args, head, thresholds)
+    thresholds, report = evaluate.calibrate_and_report(examples, scores, args.target_fpr, policies)
+    config = write_model(args, head, thresholds, policies, encoder)
     metrics = {
         "model": {"name": config.name, "version": config.version},
-        "command": "python -m models.train.train_head " + shlex.join(sys.argv[1:]),
+        "command": "guardstream train "
+        + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
+        "encoder": "packaged all-MiniLM-L6-v2" if encoder is None else f"{ENCODER_SUBDIR}/ (fine-tuned)",
         "settings": {
-            **vars(settings),
+            **head_settings,
             "max_length": args.max_length,
             "window_stride": args.window_stride,
-            "edgy_weight": args.edgy_weight,
+            "benign_weight": args.benign_weight,
         },
-        "data": data_summary(examples),
-        "epochs_run": len(history),
+        "data": data_summary(examples, policies),
         **report,
         "seconds": round(time.perf_counter() - started, 1),
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    card = args.out / "MODEL_CARD.md"
+    if not card.exists():
+        from models.train.model_card import render_model_card
+
+        card.write_text(render_model_card(config, metrics), encoding="utf-8")
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.data_dir.is_dir():
-        sys.exit(
-            f"data directory {args.data_dir} not found: pass --data-dir (the shared datasets, see README)"
+def print_summary(metrics: dict[str, Any], out: Path) -> None:
+    """Test-split figures per policy, one line each, and where the files are."""
+    print(f"thresholds: {json.dumps(metrics['thresholds'])}")
+    for policy, figures in metrics["test"].items():
+        print(
+            f"test {policy:<20} precision {figures['precision']:.3f}  recall {figures['recall']:.3f}  "
+            f"F1 {figures['f1']:.3f}  FPR {figures['fpr']:.3f}  AUPRC {figures['auprc']:.3f}"
         )
-    metrics = run(args)
-    summary = {split: metrics[split] for split in ("test", "heldout_source_recall", "benign_edgy_test_fpr")}
-    print(json.dumps({"thresholds": metrics["thresholds"], **summary}, indent=2))
-    print(f"wrote {args.out}/head.safetensors, config.json, metrics.json")
+    print(f"wrote {out}/config.json, head.safetensors, metrics.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `guardstream train`: exit status 0, or 2 with a message for bad data."""
+    try:
+        metrics = run_training(args)
+    except (DataFileError, FileNotFoundError) as exc:
+        print(f"guardstream train: {exc}", file=sys.stderr)
+        return 2
+    print_summary(metrics, args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="guardstream train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    configure_parser(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

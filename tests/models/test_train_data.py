@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 
 from models.runtime.mlp_head import MlpHead
-from models.train.data import UNKNOWN, Example, deduplicate, hash_split, load_edgy_examples, row_targets
+from models.train.data import (
+    HANDWRITTEN_FILES,
+    POLICIES,
+    UNKNOWN,
+    Example,
+    deduplicate,
+    hash_split,
+    load_handwritten_examples,
+    row_targets,
+)
 from models.train.mlp import Dataset, MlpSettings, train_mlp
-
-EDGY_FILE = Path(__file__).resolve().parents[2] / "models" / "train" / "benign_edgy.jsonl"
 
 
 def row(label: int, category: str | None = None, source: str = "x") -> dict[str, object]:
@@ -72,13 +79,17 @@ def test_hash_split_is_stable_and_roughly_70_15_15() -> None:
     assert 0.12 < splits.count("test") / 3000 < 0.18
 
 
-def test_edgy_benign_file_is_well_formed() -> None:
-    rows = [json.loads(line) for line in EDGY_FILE.read_text(encoding="utf-8").splitlines()]
+@pytest.mark.parametrize("path", HANDWRITTEN_FILES, ids=lambda p: p.name)
+def test_handwritten_file_is_well_formed(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(rows) >= 60
     assert {r["split"] for r in rows} == {"train", "validation", "test"}
     assert len({r["text"].casefold() for r in rows}) == len(rows)
-    examples = load_edgy_examples(EDGY_FILE)
-    assert all(e.targets == (0, 0) and e.group == "benign_edgy" for e in examples)
+    assert all(r.get(policy, 0) in (0, 1) for r in rows for policy in POLICIES)
+    examples = load_handwritten_examples(path)
+    assert all(e.group == path.stem and e.text for e in examples)
+    if path.stem.startswith("benign_"):
+        assert all(e.targets == (0, 0) for e in examples)
 
 
 def test_head_training_ignores_unknown_targets() -> None:
