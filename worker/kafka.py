@@ -231,7 +231,26 @@ class GracefulWorker(faust.Worker):
                 self._drain_timeout_s,
             )
             fatal_exit()
+        await self._commit_acked()
         self._schedule_shutdown(signum)
+
+    async def _commit_acked(self) -> None:
+        """Commit every acked offset before faust stops.
+
+        faust's own commit on stop returns without committing when a periodic commit is in
+        flight (it only waits for that one, whose offsets may predate the last acks), so the
+        records of the last batch would be read again by the next owner. The first call here may
+        likewise only wait; the second then commits what is acked by now.
+        """
+        consumer = self.app.consumer
+        for _ in range(2):
+            try:
+                await consumer.commit()
+            except Exception:  # a failed commit only means records are read again: at-least-once
+                log.warning(
+                    "commit before stop failed; uncommitted records will be read again", exc_info=True
+                )
+                return
 
 
 def worker_id() -> str:

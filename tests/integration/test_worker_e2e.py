@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import signal
+import time
 from collections.abc import Callable
 
 import orjson
@@ -129,6 +130,14 @@ async def test_redis_stopped_mid_stream_every_prompt_still_gets_a_verdict(
     assert worker.signal_and_wait(signal.SIGTERM) == 0
 
 
+async def first_verdicts(collector: Collector, worker: WorkerProcess, timeout_s: float = 120) -> None:
+    """Poll until some verdicts arrived; fail with the worker's log if none come in time."""
+    deadline = time.monotonic() + timeout_s
+    while not collector.collected.verdicts:
+        assert time.monotonic() < deadline, f"no verdict within {timeout_s:.0f} s:\n{worker.log_tail()}"
+        await collector.poll()
+
+
 async def test_sigkill_mid_stream_then_restart_loses_nothing(
     worker_factory: Callable[..., WorkerProcess], topics: Topics
 ) -> None:
@@ -137,8 +146,7 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
     collector = await started_collector(topics)
     prompts = unique_prompts("k", 600)
     await publish(KAFKA, topics.prompts, prompts.values())
-    while not collector.collected.verdicts:
-        await collector.poll()
+    await first_verdicts(collector, worker)
     killed_after = len(collector.collected.verdicts)
     assert worker.signal_and_wait(signal.SIGKILL) == -signal.SIGKILL
     assert killed_after < len(prompts), "the worker finished before it was killed; send more"
@@ -157,9 +165,8 @@ async def test_sigterm_finishes_delivers_and_commits(
     collector = await started_collector(topics)
     prompts = unique_prompts("t", 300)
     await publish(KAFKA, topics.prompts, prompts.values())
-    while not collector.collected.verdicts:
-        await collector.poll()
-    assert worker.signal_and_wait(signal.SIGTERM) == 0
+    await first_verdicts(collector, worker)
+    assert worker.signal_and_wait(signal.SIGTERM) == 0, worker.log_tail()
     await asyncio.sleep(1.0)
     await collector.poll()
     delivered_before_restart = set(collector.collected.verdicts)
