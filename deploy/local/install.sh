@@ -5,9 +5,9 @@
 #     --worker-only: the worker's alone, no torch)
 #   - the project itself, editable
 #   - the Kafka broker jars from Maven Central (via services.sh on first start)
-#   - for the deployment tests (not with --worker-only), into .local/: kustomize, built with Go
-#     from the Go module proxy, the KEDA and Prometheus-operator CRDs and the Compose file schema,
-#     taken from those projects' Go modules (needs Go 1.24+)
+#   - for the deployment tests (not with --worker-only), into .local/: kustomize, the KEDA and
+#     Prometheus-operator CRDs and the Compose file schema, all from the Go module proxy, with
+#     the machine's Go 1.24+ or else the Go toolchain the module proxy serves
 # Usage: deploy/local/install.sh [--worker-only]
 set -euo pipefail
 
@@ -24,6 +24,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+command -v curl >/dev/null || missing+=(curl ca-certificates)
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== apt-get install ${missing[*]}"
@@ -61,9 +62,12 @@ COMPOSE_GO_VERSION=v2.16.2
 TOOLS_DIR=$REPO_ROOT/.local/bin
 SCHEMA_DIR=$REPO_ROOT/.local/schemas
 
+GO_TOOLCHAIN=go1.24.4
+GO_DIR=$REPO_ROOT/.local/$GO_TOOLCHAIN
+
 find_go() {
   local go
-  for go in "$(command -v go || true)" /usr/local/go/bin/go; do
+  for go in "$(command -v go || true)" /usr/local/go/bin/go "$GO_DIR/bin/go"; do
     [ -n "$go" ] && [ -x "$go" ] || continue
     # kustomize $KUSTOMIZE_VERSION needs Go 1.24 or newer.
     if "$go" version | grep -Eq 'go1\.(2[4-9]|[3-9][0-9])([. ]|$)'; then echo "$go"; return 0; fi
@@ -71,12 +75,39 @@ find_go() {
   return 1
 }
 
+# Go itself, when the machine has no Go 1.24+: the official toolchain as the Go module proxy
+# serves it (module golang.org/toolchain), unpacked into .local/.
+fetch_go() {
+  local url="https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-$GO_TOOLCHAIN.linux-amd64.zip"
+  local zip=$REPO_ROOT/.local/$GO_TOOLCHAIN.zip
+  echo "== fetching Go $GO_TOOLCHAIN from the Go module proxy into ${GO_DIR#"$REPO_ROOT"/}" >&2
+  mkdir -p "$REPO_ROOT/.local"
+  curl -fsSL --retry 3 -o "$zip" "$url"
+  "$PYTHON" - "$zip" "$GO_DIR" <<'PY'
+import sys, zipfile
+from pathlib import Path
+archive, target = sys.argv[1], Path(sys.argv[2])
+with zipfile.ZipFile(archive) as zf:
+    for info in zf.infolist():
+        # Entries are named golang.org/toolchain@<version>/<path>: drop those two components.
+        parts = info.filename.split("/", 2)
+        relative = parts[2] if len(parts) == 3 else ""
+        if not relative or info.is_dir():
+            continue
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(zf.read(info))
+        if relative.startswith("bin/") or relative.startswith("pkg/tool/"):
+            path.chmod(0o755)
+PY
+  rm -f "$zip"
+}
+
 install_deploy_tools() {
   local go
   if ! go=$(find_go); then
-    echo "== WARNING: Go 1.24+ not found: kustomize and the schemas for tests/deploy are not installed" >&2
-    echo "   (install Go from https://go.dev/dl, then run this script again)" >&2
-    return 0
+    fetch_go
+    go=$(find_go) || { echo "Go $GO_TOOLCHAIN from the module proxy does not run here" >&2; exit 1; }
   fi
   mkdir -p "$TOOLS_DIR" "$SCHEMA_DIR"
   if [ "$("$TOOLS_DIR/kustomize" version 2>/dev/null)" != "$KUSTOMIZE_VERSION" ]; then
