@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -57,6 +58,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
                 str(shown).lower() if isinstance(shown, bool) else str(shown)
             )
     return env
+
+
+def demo_log_path() -> Path:
+    """`.local/demo-worker.log` in a source checkout; the temporary directory in an installed package
+    (whose directory may not be writable, as in the container image)."""
+    if SERVICES.exists():
+        return REPO_ROOT / ".local" / "demo-worker.log"
+    return Path(tempfile.gettempdir()) / "guardstream-demo-worker.log"
 
 
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
@@ -125,7 +134,7 @@ def run_demo(settings: Settings, start_services: bool, timeout_s: float) -> int:
             )
             return 2
         subprocess.run(["bash", str(SERVICES), "start"], check=True)  # noqa: S603, S607
-    log_path = REPO_ROOT / ".local" / "demo-worker.log"
+    log_path = demo_log_path()
     print(f"starting a worker (log: {log_path}) ...", flush=True)
     worker = start_worker(settings, log_path)
     try:
