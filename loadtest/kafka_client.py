@@ -30,10 +30,16 @@ class Collected:
 
 
 async def publish(
-    bootstrap: str, topic: str, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes],
+    keys: Iterable[bytes | None] | None = None,
+    max_request_size: int = 1_048_576,
 ) -> int:
-    """Send raw values and wait until the broker has them all."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    """Send raw values and wait until the broker has them all (`max_request_size`: largest record)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=max_request_size
+    )
     await producer.start()
     try:
         futures = []
@@ -85,11 +91,15 @@ class Collector:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=10_000)
         for tp, records in batches.items():
             for record in records:
-                body = orjson.loads(record.value)
-                if tp.topic == self._verdicts_topic:
-                    self.collected.add_verdict(body)
-                else:
-                    self.collected.letters.append(body)
+                self.on_record(tp.topic == self._verdicts_topic, record)
+
+    def on_record(self, is_verdict: bool, record: Any) -> None:
+        """Keep one consumed verdict or dead letter (subclasses may account for it instead)."""
+        body = orjson.loads(record.value)
+        if is_verdict:
+            self.collected.add_verdict(body)
+        else:
+            self.collected.letters.append(body)
 
     async def wait_for(self, verdict_ids: set[str], n_letters: int, timeout_s: float) -> bool:
         """Poll until every id has a verdict and `n_letters` dead letters came; False on timeout."""

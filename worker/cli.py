@@ -6,6 +6,7 @@
     guardstream train    train a guard model and write a model directory (training extra)
     guardstream eval     measure model directories on labeled prompts (training extra)
     guardstream export   write ONNX fp32 / int8 / fp16 files checked against torch (training extra)
+    guardstream loadtest open-loop load test through Kafka: throughput, latency, lost/duplicated records
 
 Settings come from GUARDSTREAM_* environment variables; flags win over them.
 """
@@ -27,6 +28,7 @@ _TOOLS: dict[str, tuple[str, str]] = {
     "train": ("models.train.train_head", "train a guard model, write a model directory"),
     "eval": ("models.evaluate_model", "measure model directories on labeled prompts"),
     "export": ("models.export", "export ONNX fp32 / int8 / fp16, each checked against torch"),
+    "loadtest": ("loadtest.loadgen", "open-loop load test of workers through Kafka: latency, loss, report"),
 }
 _TRAIN_EXTRA_HINT = "install the training tools: pip install 'guardstream[train]' (or make install)"
 

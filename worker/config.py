@@ -36,6 +36,15 @@ class KafkaSettings(_Section):
     session_timeout_s: float = Field(
         30.0, ge=6, description="A worker silent this long is dropped from the group and its partitions move."
     )
+    outage_grace_s: float = Field(
+        300.0,
+        ge=0,
+        description=(
+            "How long the worker retries, with backoff, delivering a batch whose verdicts or dead letters "
+            "the brokers did not take (an outage, a leader move). The batch stays un-acked meanwhile. "
+            "Past it, the worker exits with status 70 and the batch is read again after the restart."
+        ),
+    )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new consumer group starts reading."
     )

@@ -1,0 +1,108 @@
+"""FaustSink: retries what the brokers did not take, within outage_grace_s; bounded output size."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, NodeNotReadyError
+from faust.exceptions import ProducerSendError
+
+from worker import kafka
+from worker.config import KafkaSettings
+from worker.kafka import MAX_OUTPUT_BYTES, DeliveryFailed, FaustSink
+from worker.schema import DeadLetter, RawRecord, Reason, Verdict
+
+SOURCE = RawRecord("prompts", 0, 7, b"k", b'{"id": "a", "text": "hi"}')
+
+
+class FlakyProducer:
+    """Fails the sends listed in `failures` (by call number), then takes everything."""
+
+    def __init__(
+        self, failures: dict[int, BaseException] | None = None, raise_on: set[int] | None = None
+    ) -> None:
+        self.failures = failures or {}
+        self.raise_on = raise_on or set()
+        self.calls: list[bytes | None] = []
+        self.delivered: list[bytes | None] = []
+
+    async def send(self, topic: str, key: Any, value: Any, partition: Any, ts: Any, headers: Any) -> Any:
+        call = len(self.calls)
+        self.calls.append(key)
+        if call in self.raise_on:
+            raise ProducerSendError("send failed") from KafkaConnectionError("down")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if call in self.failures:
+            future.set_exception(self.failures[call])
+        else:
+            self.delivered.append(key)
+            future.set_result(None)
+        return future
+
+
+def verdict(rid: str, metadata: dict[str, Any] | None = None) -> Verdict:
+    return Verdict(
+        rid, "allow", {"p": 0.1}, [], {"p": "1"}, {"name": "m", "version": "1"}, False, 1.0, metadata, SOURCE
+    )
+
+
+def sink(producer: FlakyProducer, grace_s: float = 5.0) -> FaustSink:
+    app: Any = SimpleNamespace(producer=producer)
+    return FaustSink(app, KafkaSettings(outage_grace_s=grace_s), "test:1")
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kafka, "RETRY_BACKOFF_S", (0.01, 0.02))
+
+
+async def test_failed_records_are_sent_again_and_only_they() -> None:
+    producer = FlakyProducer(failures={0: NodeNotReadyError("down"), 2: KafkaConnectionError("down")})
+    await sink(producer).deliver([verdict("a"), verdict("b"), verdict("c")], [])
+    assert producer.calls == [b"a", b"b", b"c", b"a", b"c"]
+    assert sorted(producer.delivered) == [b"a", b"b", b"c"]
+
+
+async def test_a_send_that_raises_is_retried_with_the_rest_of_the_batch() -> None:
+    producer = FlakyProducer(raise_on={1})
+    await sink(producer).deliver([verdict("a"), verdict("b"), verdict("c")], [])
+    assert producer.calls == [b"a", b"b", b"b", b"c"]  # "c" waits for the next attempt
+    assert producer.delivered == [b"a", b"b", b"c"]
+
+
+async def test_gives_up_after_the_grace_period() -> None:
+    producer = FlakyProducer(failures={i: NodeNotReadyError("down") for i in range(1000)})
+    with pytest.raises(DeliveryFailed):
+        await asyncio.wait_for(sink(producer, grace_s=0.1).deliver([verdict("a")], []), 5)
+    assert 2 <= len(producer.calls) < 1000
+
+
+async def test_a_permanent_error_fails_at_once() -> None:
+    producer = FlakyProducer(failures={0: MessageSizeTooLargeError()})
+    with pytest.raises(DeliveryFailed):
+        await sink(producer).deliver([verdict("a")], [])
+    assert producer.calls == [b"a"]
+
+
+def test_a_verdict_too_large_to_produce_becomes_a_too_large_dead_letter() -> None:
+    records = sink(FlakyProducer()).encode([verdict("big", {"blob": "m" * 950_000}), verdict("ok")], [])
+    topics = [r.topic for r in records]
+    assert topics == ["verdicts", "prompts.dlq"]
+    letter = orjson.loads(records[1].value)
+    assert letter["reason"] == "too_large" and letter["request_id"] == "big"
+    assert all(len(r.value) <= MAX_OUTPUT_BYTES for r in records)
+
+
+def test_a_dead_letter_keeps_only_a_prefix_of_a_huge_original() -> None:
+    huge = RawRecord("prompts", 1, 9, b"key", b"x" * 3_000_000)
+    letter = DeadLetter(Reason.TOO_LARGE, "value is 3000000 bytes", huge)
+    (record,) = sink(FlakyProducer()).encode([], [letter])
+    body = orjson.loads(record.value)
+    assert len(record.value) <= MAX_OUTPUT_BYTES
+    assert base64.b64decode(body["original"]["value_b64"]) == b"x" * kafka.KEPT_ORIGINAL_BYTES
+    assert "cut to its first" in body["detail"] and record.key == b"key"
