@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from models.runtime.base import FloatArray, GuardModel
 from models.runtime.loader import load_model
+from models.tool_main import tool_main
 from models.train.data import SPLITS, Example
 from models.train.files import DataFileError, add_data_arguments, load_examples
 from models.train.metrics import binary_metrics, recall_at_fpr
@@ -217,12 +218,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="guardstream eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    configure_parser(parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(parser.parse_args(argv))
+    return tool_main("eval", __doc__, configure_parser, run, argv)
 
 
 if __name__ == "__main__":

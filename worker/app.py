@@ -28,6 +28,7 @@ def load_guard_model(settings: Settings) -> GuardModel:
         device=model_settings.device,
         cache_dir=model_settings.cache_dir,
         intra_op_threads=model_settings.intra_op_threads,
+        precision=model_settings.precision,
     )
 
 

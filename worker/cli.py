@@ -48,6 +48,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "model": ("model", "path"),
     "device": ("model", "device"),
     "threads": ("model", "intra_op_threads"),
+    "precision": ("model", "precision"),
     "web_host": ("web", "host"),
     "web_port": ("web", "port"),
 }
@@ -70,6 +71,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", type=Path, help="model directory [the packaged embedder guard]")
     group.add_argument("--device", choices=["auto", "cuda", "cpu"], help="where the model runs [auto]")
     group.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads, 0 = auto [0]")
+    group.add_argument(
+        "--precision", choices=["auto", "fp32", "int8", "fp16"], help="exported ONNX file to run [auto]"
+    )
     group.add_argument("--web-host", help="bind address of /health and /metrics [127.0.0.1]")
     group.add_argument("--web-port", type=int, help="port of /health and /metrics [8080]")
     group.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="[INFO]")

@@ -93,6 +93,10 @@ class ModelSettings(_Section):
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Where to run the model.")
     cache_dir: Path | None = Field(None, description="Where the built ONNX file is kept.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets it choose.")
+    precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
+        "auto",
+        description="Exported ONNX file to run; auto: fp32 (else fp16) on CPU, fp16 (else fp32) on CUDA.",
+    )
 
 
 class WebSettings(_Section):

@@ -36,6 +36,40 @@ class EncoderRef:
         return {**where, "sha256": self.sha256}
 
 
+#: Precisions an exported model can carry, and the order `auto` prefers them in per device. int8
+#: (dynamic quantization) is the fastest on CPUs but its activation scales are computed per call,
+#: so a prompt's scores move with its batch-mates (by a few 1e-2): `auto` never picks it, as a
+#: cached score must not depend on the batch it was computed in. Ask for it with precision="int8".
+PRECISIONS = ("fp32", "int8", "fp16")
+PREFERENCE = {"cuda": ("fp16", "fp32"), "cpu": ("fp32", "fp16")}
+
+
+class ModelDirectoryError(ValueError):
+    """A model directory that cannot be loaded: the message names the directory and the problem."""
+
+
+def _inside(name: str, what: str) -> str:
+    """`name` if it is a relative path that stays inside the model directory."""
+    path = Path(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{what} must be a relative path inside the model directory, got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class OnnxFile:
+    """A ready ONNX graph (encoder, pooling and head) at one precision, pinned by its SHA-256."""
+
+    precision: str
+    file: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r} (one of {', '.join(PRECISIONS)})")
+        _inside(self.file, f"onnx {self.precision} file")
+
+
 @dataclass(frozen=True)
 class GuardConfig:
     """Name, version, policies, windowing and the files the model is built from.
@@ -49,8 +83,10 @@ class GuardConfig:
     policies: tuple[Policy, ...]
     max_length: int
     window_stride: int
-    encoder: EncoderRef
-    head_file: str = "head.safetensors"
+    encoder: EncoderRef | None
+    head_file: str | None = "head.safetensors"
+    onnx: tuple[OnnxFile, ...] = ()
+    tokenizer_file: str | None = None
 
     def __post_init__(self) -> None:
         ids = [p.id for p in self.policies]
@@ -63,8 +99,21 @@ class GuardConfig:
             raise ValueError(f"max_length must be in [3, {MAX_POSITIONS}], got {self.max_length}")
         if not 1 <= self.window_stride <= self.max_length - 2:
             raise ValueError(f"window_stride must be in [1, {self.max_length - 2}], got {self.window_stride}")
-        if not self.head_file or Path(self.head_file).name != self.head_file:
-            raise ValueError(f"head must be a file name inside the model directory, got {self.head_file!r}")
+        if self.onnx:
+            if self.tokenizer_file is None:
+                raise ValueError("a model with onnx files needs a tokenizer file")
+            _inside(self.tokenizer_file, "tokenizer")
+        elif self.encoder is None or self.head_file is None:
+            raise ValueError("a model needs either onnx files and a tokenizer, or an encoder and a head")
+        if self.head_file is not None:
+            _inside(self.head_file, "head")
+        if self.encoder is not None and self.encoder.path is not None:
+            _inside(self.encoder.path, "encoder path")
+        if self.encoder is not None and (self.encoder.package is None) == (self.encoder.path is None):
+            raise ValueError("encoder needs exactly one of package and path")
+
+    def onnx_file(self, precision: str) -> OnnxFile | None:
+        return next((f for f in self.onnx if f.precision == precision), None)
 
     @property
     def info(self) -> ModelInfo:
@@ -74,6 +123,10 @@ class GuardConfig:
     def from_dict(cls, raw: dict[str, Any]) -> GuardConfig:
         if raw.get("kind", KIND) != KIND:
             raise ValueError(f"not an embedder guard config (kind={raw.get('kind')!r})")
+        encoder = raw.get("encoder")
+        onnx = raw.get("onnx") or {}
+        if not isinstance(onnx, dict):
+            raise ValueError("onnx must be an object of precision -> {file, sha256}")
         return cls(
             name=str(raw["name"]),
             version=str(raw["version"]),
@@ -82,31 +135,52 @@ class GuardConfig:
             ),
             max_length=int(raw["max_length"]),
             window_stride=int(raw["window_stride"]),
-            encoder=EncoderRef(
-                raw["encoder"].get("package"), str(raw["encoder"]["sha256"]), raw["encoder"].get("path")
+            encoder=EncoderRef(encoder.get("package"), str(encoder["sha256"]), encoder.get("path"))
+            if encoder is not None
+            else None,
+            head_file=str(raw["head"]) if raw.get("head") is not None else None,
+            onnx=tuple(
+                OnnxFile(str(precision), str(entry["file"]), str(entry["sha256"]))
+                for precision, entry in onnx.items()
             ),
-            head_file=str(raw.get("head", "head.safetensors")),
+            tokenizer_file=str(raw["tokenizer"]) if raw.get("tokenizer") is not None else None,
         )
 
     @classmethod
     def load(cls, path: Path) -> GuardConfig:
-        """Read and validate a `config.json`."""
+        """Read and validate a `config.json`; `ModelDirectoryError` says what is wrong."""
+        if not path.is_file():
+            raise ModelDirectoryError(f"{path.parent}: no config.json (is this a model directory?)")
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: invalid model config: {exc}") from exc
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelDirectoryError(f"{path}: not valid JSON ({exc})") from exc
+        try:
+            if not isinstance(raw, dict):
+                raise TypeError("expected a JSON object")
+            return cls.from_dict(raw)
+        except KeyError as exc:
+            raise ModelDirectoryError(f"{path}: invalid model config: missing field {exc}") from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ModelDirectoryError(f"{path}: invalid model config: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "kind": KIND,
             "name": self.name,
             "version": self.version,
             "policies": [{"id": p.id, "version": p.version, "threshold": p.threshold} for p in self.policies],
             "max_length": self.max_length,
             "window_stride": self.window_stride,
-            "encoder": self.encoder.to_dict(),
-            "head": self.head_file,
         }
+        if self.encoder is not None:
+            out["encoder"] = self.encoder.to_dict()
+        if self.head_file is not None:
+            out["head"] = self.head_file
+        if self.onnx:
+            out["onnx"] = {f.precision: {"file": f.file, "sha256": f.sha256} for f in self.onnx}
+            out["tokenizer"] = self.tokenizer_file
+        return out
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -171,6 +171,7 @@ HANDWRITTEN_FILES = tuple(
     HANDWRITTEN_DIR / name
     for name in (
         "benign_edgy.jsonl",
+        "benign_short.jsonl",
         "obfuscated.jsonl",
     )
 )

@@ -35,6 +35,7 @@ from models.embedder.config import EncoderRef, GuardConfig
 from models.runtime import bert_onnx
 from models.runtime.base import Policy
 from models.runtime.mlp_head import MlpHead
+from models.tool_main import tool_main
 from models.train import evaluate
 from models.train.data import SPLITS, Example
 from models.train.embed import WindowEmbeddings, embed_texts
@@ -301,12 +302,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="guardstream train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    configure_parser(parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(parser.parse_args(argv))
+    return tool_main("train", __doc__, configure_parser, run, argv)
 
 
 if __name__ == "__main__":

