@@ -45,6 +45,7 @@ from faust.exceptions import ProducerSendError
 from worker import codec
 from worker.config import KafkaSettings, Settings
 from worker.health import Health
+from worker.kafka_security import aiokafka_auth, broker_credentials
 from worker.pipeline import Pipeline
 from worker.schema import DeadLetter, RawRecord, Reason, Verdict
 
@@ -59,7 +60,7 @@ class KafkaUnavailable(Exception):
 
 async def ensure_topics(kafka: KafkaSettings, connect_timeout_s: float = 60.0) -> list[str]:
     """Check the input, verdicts and dead-letter topics; create the missing ones if allowed."""
-    admin = await _connected_admin(kafka.bootstrap_servers, connect_timeout_s)
+    admin = await _connected_admin(kafka, connect_timeout_s)
     try:
         existing = set(await admin.list_topics())
         wanted = [kafka.input_topic, kafka.verdicts_topic, kafka.dlq_topic]
@@ -75,10 +76,13 @@ async def ensure_topics(kafka: KafkaSettings, connect_timeout_s: float = 60.0) -
         await admin.close()
 
 
-async def _connected_admin(servers: str, timeout_s: float) -> AIOKafkaAdminClient:
+async def _connected_admin(kafka: KafkaSettings, timeout_s: float) -> AIOKafkaAdminClient:
+    servers = kafka.bootstrap_servers
     deadline = time.monotonic() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=servers, client_id="guardstream-admin")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=servers, client_id="guardstream-admin", **aiokafka_auth(kafka)
+        )
         try:
             await admin.start()
         except KafkaConnectionError as exc:
@@ -258,6 +262,7 @@ def build_app(settings: Settings) -> faust.App:
     return faust.App(
         kafka.group_id,
         broker=brokers,
+        broker_credentials=broker_credentials(kafka),
         store="memory://",
         autodiscover=False,
         web_enabled=True,
