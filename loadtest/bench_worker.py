@@ -2,10 +2,12 @@
 
     python -m loadtest.bench_worker [--n 3000] [--out loadtest/results/bench-worker.json]
 
-Three figures from one run, so their ratios hold on a noisy machine:
+Four figures from one run, so their ratios hold on a noisy machine:
 - model:   texts/s of the model alone (tokenize + score), batches of `max_batch_requests`;
 - unique:  verdicts/s of one worker on a topic pre-loaded with N distinct prompts (all misses);
-- repeats: verdicts/s on N prompts whose texts are all in the cache already.
+- repeats: verdicts/s on N prompts whose texts are all in the cache already;
+- naive:   verdicts/s of `loadtest.naive_worker` (one prompt, one model call, one produce) on
+           `--naive-n` distinct prompts: what guardstream's batching is worth.
 Worker throughput = N / (time from the first to the last verdict).
 Needs Kafka and Redis running (deploy/local/services.sh start).
 """
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -27,6 +30,7 @@ from typing import Any
 from loadtest.demo import REPO_ROOT, start_worker, wait_ready
 from loadtest.kafka_client import Collector, prompt, publish
 from worker.config import Settings, load_settings
+from worker.kafka import ensure_topics
 
 SUBJECTS = (
     "the weather",
@@ -93,6 +97,29 @@ async def timed_run(settings: Settings, values: dict[str, bytes], timeout_s: flo
     return len(values) / (last - first)
 
 
+def bench_naive(settings: Settings, texts: list[str], run_id: str) -> float:
+    """verdicts/s of `loadtest.naive_worker` (one prompt per model call) on the same kind of prompts."""
+    kafka = settings.kafka
+    topics = {"input_topic": f"naive-{run_id}.prompts", "verdicts_topic": kafka.verdicts_topic}
+    naive_settings = load_settings({"kafka": {**topics, "dlq_topic": kafka.dlq_topic}})
+    asyncio.run(ensure_topics(naive_settings.kafka))
+    command = [sys.executable, "-m", "loadtest.naive_worker", "--bootstrap-servers", kafka.bootstrap_servers]
+    command += ["--input-topic", topics["input_topic"], "--verdicts-topic", topics["verdicts_topic"]]
+    command += ["--group-id", f"naive-{run_id}"]
+    log_path = REPO_ROOT / ".local" / "bench-naive-worker.log"
+    with log_path.open("wb") as log:
+        naive = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)  # noqa: S603
+    try:
+        assert naive.stdout is not None  # noqa: S101 (stdout=PIPE)
+        if naive.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"the naive worker did not start; see {log_path}")
+        values = {f"n{i}": prompt(f"n{i}", t) for i, t in enumerate(texts)}
+        return asyncio.run(timed_run(naive_settings, values, 600))
+    finally:
+        naive.terminate()
+        naive.wait(60)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:6]
     settings = load_settings(
@@ -122,6 +149,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         worker.terminate()
         worker.wait(60)
+    print("naive per-message worker, unique prompts ...", flush=True)
+    naive = bench_naive(settings, texts[: args.naive_n], run_id)
     return {
         "command": "python -m loadtest.bench_worker " + " ".join(sys.argv[1:]),
         "machine": {
@@ -135,6 +164,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "worker_unique_verdicts_per_s": round(unique, 1),
         "worker_repeated_verdicts_per_s": round(repeated, 1),
         "worker_unique_over_model": round(unique / model_rate, 3),
+        "naive_n": args.naive_n,
+        "naive_per_message_verdicts_per_s": round(naive, 1),
+        "worker_unique_over_naive": round(unique / naive, 2),
     }
 
 
@@ -143,6 +175,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=3000, help="prompts per run [3000]")
+    parser.add_argument(
+        "--naive-n", type=int, default=1000, help="prompts for the naive per-message worker [1000]"
+    )
     parser.add_argument("--web-port", type=int, default=8097, help="worker health port [8097]")
     parser.add_argument(
         "--out", type=Path, default=Path("loadtest/results/bench-worker.json"), help="result file"
