@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 
 from models.embedder.config import PRECISIONS, GuardConfig, ModelDirectoryError, OnnxFile
-from models.embedder.guard import CONFIG_FILE
+from models.embedder.guard import CONFIG_FILE, encoder_dir_of
 from models.runtime import bert_onnx
 from models.runtime.base import FloatArray
 from models.runtime.mlp_head import MlpHead
@@ -177,10 +177,7 @@ def source_parts(model_dir: Path) -> tuple[GuardConfig, Path, MlpHead]:
     config = GuardConfig.load(model_dir / CONFIG_FILE)
     if config.encoder is None or config.head_file is None:
         raise ModelDirectoryError(f"{model_dir}: has no encoder and head to export (already exported?)")
-    if config.encoder.path is not None:
-        encoder = model_dir / config.encoder.path
-    else:
-        encoder = bert_onnx.encoder_dir(config.encoder.package or bert_onnx.ENCODER_PACKAGE)
+    encoder = encoder_dir_of(model_dir, config)
     bert_onnx.verify_encoder(encoder, config.encoder.sha256)
     head_path = model_dir / config.head_file
     if not head_path.is_file():

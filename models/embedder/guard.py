@@ -83,7 +83,7 @@ class EmbedderGuard:
         except ort_errors() as exc:
             raise ModelDirectoryError(f"{model_dir}: ONNX Runtime cannot open the model ({exc})") from exc
         tokenizer = WindowTokenizer(
-            tokenizer_file or _encoder_dir(model_dir, config) / "tokenizer.json",
+            tokenizer_file or encoder_dir_of(model_dir, config) / "tokenizer.json",
             config.max_length,
             config.window_stride,
         )
@@ -123,7 +123,8 @@ def ort_errors() -> tuple[type[Exception], ...]:
     return (Fail, InvalidGraph, InvalidProtobuf)
 
 
-def _encoder_dir(model_dir: Path, config: GuardConfig) -> Path:
+def encoder_dir_of(model_dir: Path, config: GuardConfig) -> Path:
+    """The encoder directory a trained model directory names: inside it, or the packaged one."""
     if config.encoder is None:
         raise ModelDirectoryError(f"{model_dir}: config names no encoder")
     if config.encoder.path is not None:
@@ -135,7 +136,7 @@ def _built(model_dir: Path, config: GuardConfig, cache_dir: Path | None) -> Path
     """The encoder + head graph, built from the weights (and cached) after their hashes are checked."""
     ref, head_file = config.encoder, config.head_file
     assert ref is not None and head_file is not None  # noqa: S101 (validated by GuardConfig)
-    encoder = _encoder_dir(model_dir, config)
+    encoder = encoder_dir_of(model_dir, config)
     bert_onnx.verify_encoder(encoder, ref.sha256)
     head_path = model_dir / head_file
     if not head_path.is_file():

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.kafka_client import Collector
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = REPO_ROOT / "deploy" / "local" / "services.sh"
 KAFKA = os.environ.get("GUARDSTREAM_TEST_KAFKA", "127.0.0.1:9092")
@@ -161,3 +163,10 @@ def worker_factory(topics: Topics, onnx_cache_dir: Path, tmp_path: Path) -> Iter
         if worker.proc is not None and worker.proc.poll() is None:
             worker.proc.kill()
             worker.proc.wait()
+
+
+async def started_collector(topics: Topics) -> Collector:
+    """A collector of the test's verdicts and dead-letter topics, reading from their current ends."""
+    collector = Collector(KAFKA, topics.verdicts, topics.dlq)
+    await collector.start()
+    return collector

@@ -18,7 +18,7 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from loadtest.kafka_client import Collector, prompt, publish
-from tests.integration.conftest import KAFKA, Topics, WorkerProcess, services_cmd
+from tests.integration.conftest import KAFKA, Topics, WorkerProcess, services_cmd, started_collector
 
 TEMPLATES = (
     "What is a good recipe for {n} people?",
@@ -72,12 +72,6 @@ def records_in(worker: WorkerProcess) -> float:
         if line.startswith("guardstream_records_in_total "):
             return float(line.split()[1])
     return 0.0
-
-
-async def started_collector(topics: Topics) -> Collector:
-    collector = Collector(KAFKA, topics.verdicts, topics.dlq)
-    await collector.start()
-    return collector
 
 
 async def test_sigkill_one_of_two_workers_the_other_takes_over(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import orjson
 
 from loadtest.kafka_client import Collector, prompt, publish
-from tests.integration.conftest import KAFKA, Topics, WorkerProcess, services_cmd
+from tests.integration.conftest import KAFKA, Topics, WorkerProcess, services_cmd, started_collector
 
 TEMPLATES = (
     "What is a good recipe for {n} people?",
@@ -32,12 +32,6 @@ INVALID: tuple[tuple[bytes, str], ...] = (
 def unique_prompts(prefix: str, n: int) -> dict[str, bytes]:
     texts = [TEMPLATES[i % 4].format(n=f"{prefix}{i}") for i in range(n)]
     return {f"{prefix}-{i}": prompt(f"{prefix}-{i}", text) for i, text in enumerate(texts)}
-
-
-async def started_collector(topics: Topics) -> Collector:
-    collector = Collector(KAFKA, topics.verdicts, topics.dlq)
-    await collector.start()
-    return collector
 
 
 async def test_valid_prompts_get_verdicts_and_invalid_ones_dead_letters(
