@@ -3,7 +3,7 @@ BIN := .venv/bin
 SERVICES := bash deploy/local/services.sh
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit lint format typecheck bench lock services-start services-stop
+.PHONY: install demo test test-unit lint format typecheck bench bench-load lock services-start services-stop
 
 install:
 	bash deploy/local/install.sh
@@ -33,6 +33,10 @@ typecheck: install
 bench: install
 	$(SERVICES) start
 	$(BIN)/python -m loadtest.bench_worker
+
+bench-load: install
+	$(SERVICES) start
+	$(BIN)/python -m loadtest.bench_load
 
 lock:
 	$(BIN)/python -m pip install -q uv

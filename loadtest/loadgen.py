@@ -291,6 +291,8 @@ def run_config(
             "seed": args.seed,
         },
         "workers": workers,
+        "batching": settings.batching.model_dump(),
+        "model_threads": settings.model.intra_op_threads,
         "topics": {"input": kafka.input_topic, "verdicts": kafka.verdicts_topic, "dlq": kafka.dlq_topic},
         "machine": {
             "cpus": os.cpu_count(),
@@ -320,8 +322,8 @@ def print_summary(report: dict[str, Any], json_path: Path, png_path: Path) -> No
     print("\n" + "\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def run_loadtest(argv: list[str]) -> tuple[dict[str, Any], Path]:
+    """Run one load test from its command-line arguments; the report and the path it was written to."""
     args = build_parser().parse_args(argv)
     run_id = uuid.uuid4().hex[:8]
     settings = run_settings(args, run_id)
@@ -337,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     write_plot(report["timeline"], plot_title(report["config"]), png_path)
     print_summary(report, json_path, png_path)
+    return report, json_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    report, _ = run_loadtest(sys.argv[1:] if argv is None else argv)
     summary = report["summary"]
     return 0 if summary["lost"] == 0 and not summary["wrong_outcome"] else 1
 

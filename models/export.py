@@ -25,13 +25,14 @@ fp16 (else fp32) on a GPU; `--precision int8` opts in to int8.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,20 +204,30 @@ def export_model(
     thresholds = np.array([p.threshold for p in config.policies], dtype=np.float32)
     print(f"torch reference scores of {len(texts)} prompts ...", flush=True)
     reference = torch_scores(encoder, head, tokenizer, texts)
-    partial = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with atomic_directory(out_dir) as partial:
         checks, files = _write_precisions(
             config, encoder, head, partial, precisions, tokenizer, texts, reference, thresholds
         )
         _finish(model_dir, config, encoder, partial, files, checks)
+    return checks
+
+
+@contextlib.contextmanager
+def atomic_directory(out_dir: Path) -> Iterator[Path]:
+    """A scratch directory beside `out_dir` that replaces it when the block ends without error.
+
+    On an error the scratch directory is removed and `out_dir` is left as it was: never half a model.
+    """
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
         if out_dir.exists():
             shutil.rmtree(out_dir)
         partial.rename(out_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return checks
 
 
 def _write_precisions(
@@ -294,9 +305,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _is_guardformer(model_dir: Path) -> bool:
+    try:
+        return bool(
+            json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("kind") == "guardformer"
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        checks = export_model(args.model, args.out, args.precision, read_verify_file(args.verify_file))
+        extra = read_verify_file(args.verify_file)
+        if _is_guardformer(args.model):
+            from models.guardformer.export import export_guardformer
+
+            precisions = (
+                [p for p in args.precision if p != "int8"]
+                if args.precision == list(PRECISIONS)
+                else args.precision
+            )
+            checks = export_guardformer(args.model, args.out, precisions, [*VERIFY_TEXTS, *extra])
+        else:
+            checks = export_model(args.model, args.out, args.precision, extra)
     except (ModelDirectoryError, bert_onnx.EncoderIntegrityError, FileNotFoundError) as exc:
         print(f"guardstream export: {exc}", file=sys.stderr)
         return 2

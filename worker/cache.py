@@ -34,8 +34,10 @@ Scores = list[float]
 
 
 def policy_set_version(info: ModelInfo) -> str:
-    """A short hash of the model's policy ids and versions."""
-    spec = ";".join(f"{p.id}={p.version}" for p in info.policies)
+    """A short hash of the model's policy ids, versions and (when the model reads them) words."""
+    spec = ";".join(
+        f"{p.id}={p.version}" + (f"#{p.fingerprint}" if p.fingerprint else "") for p in info.policies
+    )
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 

@@ -45,7 +45,10 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "max_batch_requests": ("batching", "max_batch_requests"),
     "max_batch_tokens": ("batching", "max_batch_tokens"),
     "max_wait_ms": ("batching", "max_wait_ms"),
+    "pipeline_depth": ("batching", "pipeline_depth"),
     "model": ("model", "path"),
+    "guardformer": ("model", "guardformer_path"),
+    "policies": ("policies", "path"),
     "device": ("model", "device"),
     "threads": ("model", "intra_op_threads"),
     "precision": ("model", "precision"),
@@ -68,7 +71,14 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-batch-requests", type=int, help="records per batch [64]")
     group.add_argument("--max-batch-tokens", type=int, help="padded tokens per model call [8192]")
     group.add_argument("--max-wait-ms", type=int, help="longest wait for a batch to fill [20]")
+    group.add_argument("--pipeline-depth", type=int, help="batches in flight at once [2]")
     group.add_argument("--model", type=Path, help="model directory [the packaged embedder guard]")
+    group.add_argument(
+        "--guardformer",
+        type=Path,
+        help="GuardFormer model directory for the policies the model does not know",
+    )
+    group.add_argument("--policies", type=Path, help="policy registry: a YAML file or directory [none]")
     group.add_argument("--device", choices=["auto", "cuda", "cpu"], help="where the model runs [auto]")
     group.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads, 0 = auto [0]")
     group.add_argument(

@@ -100,6 +100,13 @@ class BatchingSettings(_Section):
     max_batch_requests: int = Field(64, ge=1, description="Most records taken from Kafka per batch.")
     max_batch_tokens: int = Field(8192, ge=16, description="Token budget (padded) of one model call.")
     max_wait_ms: int = Field(20, ge=0, description="Longest wait for a batch to fill when traffic is thin.")
+    pipeline_depth: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Batches in flight at once: the next is decoded, looked up and tokenized while "
+        "the model scores one and another is delivered (1: one batch at a time).",
+    )
 
 
 class LimitSettings(_Section):
@@ -116,9 +123,22 @@ class ModelSettings(_Section):
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Where to run the model.")
     cache_dir: Path | None = Field(None, description="Where the built ONNX file is kept.")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets it choose.")
+    guardformer_path: Path | None = Field(
+        None,
+        description="A GuardFormer model directory that scores the registry's policies the model at "
+        "`path` does not know (custom policies written in plain words).",
+    )
     precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
         "auto",
         description="Exported ONNX file to run; auto: fp32 (else fp16) on CPU, fp16 (else fp32) on CUDA.",
+    )
+
+
+class PolicySettings(_Section):
+    path: Path | None = Field(
+        None,
+        description="Policy registry: a YAML file or a directory of them (models/policies/starter is the "
+        "starter set). Unset: the model's own policies, or the starter set for a GuardFormer model.",
     )
 
 
@@ -139,6 +159,7 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     limits: LimitSettings = LimitSettings()
     model: ModelSettings = ModelSettings()
+    policies: PolicySettings = PolicySettings()
     web: WebSettings = WebSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -31,14 +32,20 @@ from typing import Any
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
     InvalidTopicError,
     KafkaConnectionError,
+    KafkaError,
     MessageSizeTooLargeError,
     ProducerClosed,
     RecordTooLargeError,
+    SaslAuthenticationFailed,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
 )
 from faust.exceptions import ProducerSendError
 
@@ -87,6 +94,9 @@ async def _connected_admin(kafka: KafkaSettings, timeout_s: float) -> AIOKafkaAd
             await admin.start()
         except KafkaConnectionError as exc:
             await admin.close()
+            refused = await _credentials_refused(kafka)
+            if refused is not None:  # waiting cannot cure wrong credentials or an untrusted certificate
+                raise KafkaUnavailable(_refusal_message(kafka, refused)) from refused
             if time.monotonic() > deadline:
                 raise KafkaUnavailable(
                     f"no Kafka broker answered at {servers} within {timeout_s:.0f} s"
@@ -95,6 +105,57 @@ async def _connected_admin(kafka: KafkaSettings, timeout_s: float) -> AIOKafkaAd
             await asyncio.sleep(2.0)
         else:
             return admin
+
+
+#: Errors of a TLS handshake or SASL login: the brokers answer, but not to these credentials.
+_CREDENTIAL_ERRORS = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+    IllegalSaslStateError,
+    ssl.SSLError,
+)
+CREDENTIAL_CHECK_TIMEOUT_MS = 10_000
+
+
+async def _credentials_refused(kafka: KafkaSettings) -> BaseException | None:
+    """The TLS or SASL error a bootstrap server answers the worker's credentials with, if any.
+
+    aiokafka's admin client reports any bootstrap failure as a bare KafkaConnectionError; one
+    direct connection per server tells a refused login or certificate from a broker that is down.
+    """
+    auth = aiokafka_auth(kafka)
+    for host, port, _ in collect_hosts(kafka.bootstrap_servers, randomize=False):
+        try:
+            conn = await create_conn(
+                host,
+                port,
+                client_id="guardstream-admin",
+                request_timeout_ms=CREDENTIAL_CHECK_TIMEOUT_MS,
+                **auth,
+            )
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            continue  # cut off mid-handshake (a broker going down), not refused
+        except _CREDENTIAL_ERRORS as exc:
+            return exc
+        except (OSError, KafkaError, TimeoutError):
+            continue  # down or unreachable: the caller retries
+        conn.close()
+    return None
+
+
+def _refusal_message(kafka: KafkaSettings, exc: BaseException) -> str:
+    """A one-line reason naming what to check (never the password)."""
+    servers, protocol = kafka.bootstrap_servers, kafka.security_protocol
+    if isinstance(exc, ssl.SSLError):
+        return (
+            f"TLS handshake with Kafka at {servers} ({protocol}) failed: {exc} "
+            "(check ssl_cafile and the brokers' certificate)"
+        )
+    return (
+        f"Kafka at {servers} refused the credentials of user {kafka.sasl_username!r} "
+        f"({protocol}, {kafka.sasl_mechanism}): {exc}"
+    )
 
 
 #: Longest verdict or dead-letter value the sink produces: under faust's default
@@ -287,44 +348,66 @@ def build_app(settings: Settings) -> faust.App:
 
 
 class BatchAgent:
-    """The agent body: batches in, pipeline, and a drain switch for graceful shutdown."""
+    """The agent body: batches in, pipeline, and a drain switch for graceful shutdown.
+
+    Up to `pipeline_depth` batches are in flight at once, each in its own task: while the model
+    scores one batch, the next is decoded, looked up in Redis and tokenized, and the one before
+    is delivered. Delivery and acks stay in the order the batches were taken (each task waits
+    for the one before it to deliver first), so offsets are acked in order and a crash re-reads
+    every batch not yet delivered.
+    """
 
     def __init__(self, settings: Settings, pipeline: Pipeline, health: Health) -> None:
         self._settings = settings
         self._pipeline = pipeline
         self._health = health
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._draining = False
 
     async def run(self, stream: Any) -> None:
         batching = self._settings.batching
         within = batching.max_wait_ms / 1000 or 0.001
+        previous: asyncio.Task[None] | None = None
         async for events in stream.noack_take(batching.max_batch_requests, within=within):
             if self._draining:
                 await _park()  # taken after the drain began: left un-acked, re-read later
-            self._idle.clear()
-            try:
-                await self._pipeline.handle([to_raw_record(e) for e in events])
-                for event in events:
-                    await stream.ack(event)
-            except Exception:  # an un-acked gap would stall commits: leave and be restarted
-                log.critical("batch failed; exiting without committing it", exc_info=True)
-                fatal_exit()
-            finally:
-                self._idle.set()
+            previous = asyncio.ensure_future(self._handle(stream, list(events), previous))
+            self._in_flight.add(previous)
+            previous.add_done_callback(self._in_flight.discard)
+            while len(self._in_flight) >= batching.pipeline_depth:
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             if self._draining:
                 await _park()
 
+    async def _handle(self, stream: Any, events: list[Any], previous: asyncio.Task[None] | None) -> None:
+        """Score one batch, then (after the batch before it) deliver it and ack its events."""
+        started = time.perf_counter()
+        try:
+            result = await self._pipeline.process([to_raw_record(e) for e in events], started)
+            if previous is not None:
+                await previous  # deliver and ack in the order the batches were taken
+            await self._pipeline.deliver(result, started)
+            for event in events:
+                await stream.ack(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # an un-acked gap would stall commits: leave and be restarted
+            log.critical("batch failed; exiting without committing it", exc_info=True)
+            fatal_exit()
+
     async def drain(self, timeout_s: float) -> bool:
-        """Stop taking batches and wait for the one in hand; False if it did not finish in time."""
+        """Stop taking batches and wait for those in flight; False if they did not finish in time."""
         self._draining = True
         self._health.set_ready(False)
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            await asyncio.wait_for(self._wait_in_flight(), timeout_s)
         except TimeoutError:
             return False
         return True
+
+    async def _wait_in_flight(self) -> None:
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
 
 
 async def _park() -> None:

@@ -59,17 +59,21 @@ class Pipeline:
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
         """Score, deliver and account for every record of the batch."""
         started = time.perf_counter()
-        metrics.RECORDS_IN.inc(len(records))
-        metrics.BATCH_SIZE.observe(len(records))
         result = await self.process(records, started)
+        await self.deliver(result, started)
+        return result
+
+    async def deliver(self, result: BatchResult, started: float) -> None:
+        """Hand the batch's verdicts and dead letters to the sink; returns once they are delivered."""
         await self._sink.deliver(result.verdicts, result.letters)
         self._count_delivered(result)
         metrics.BATCH_LATENCY.observe(time.perf_counter() - started)
-        return result
 
     async def process(self, records: Sequence[RawRecord], started: float | None = None) -> BatchResult:
         """Everything but delivery."""
         started = time.perf_counter() if started is None else started
+        metrics.RECORDS_IN.inc(len(records))
+        metrics.BATCH_SIZE.observe(len(records))
         result = BatchResult()
         pending = self._decode(records, result)
         await self._lookup(pending)

@@ -20,11 +20,16 @@ IdArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """One policy the model scores: its id, version and decision threshold."""
+    """One policy the model scores: its id, version and decision threshold.
+
+    `fingerprint` (empty for policies fixed in a model) hashes the policy's words when a model
+    reads them (GuardFormer): the cache keys on it, so a reworded policy never meets old scores.
+    """
 
     id: str
     version: str
     threshold: float
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True, slots=True)

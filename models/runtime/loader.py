@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.embedder.config import KIND, ModelDirectoryError
 from models.embedder.guard import EmbedderGuard
 from models.runtime.base import GuardModel
 from models.runtime.session import Device
+
+if TYPE_CHECKING:
+    from models.policies import PolicySet
 
 
 def load_model(
@@ -17,6 +21,7 @@ def load_model(
     cache_dir: str | Path | None = None,
     intra_op_threads: int = 0,
     precision: str = "auto",
+    policies: PolicySet | None = None,
 ) -> GuardModel:
     """The guard model in directory `path` (its `config.json` says which kind it is).
 
@@ -24,7 +29,8 @@ def load_model(
     `cache_dir`: where ONNX graphs built from weights are kept (default `~/.cache/guardstream/onnx`).
     `intra_op_threads`: ONNX Runtime threads per call (0: one per physical core).
     `precision`: which exported ONNX file to run ("fp32", "int8", "fp16"); "auto" takes the best
-    one for the device. Raises `ModelDirectoryError` for a missing or damaged directory.
+    one for the device. `policies`: what a GuardFormer model scores (default: the starter set);
+    an embedder guard scores its own. Raises `ModelDirectoryError` for a missing or damaged directory.
     """
     model_dir = Path(path)
     config_file = model_dir / "config.json"
@@ -34,9 +40,15 @@ def load_model(
         kind = json.loads(config_file.read_text(encoding="utf-8")).get("kind", KIND)
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
         raise ModelDirectoryError(f"{config_file}: not a JSON object ({exc})") from exc
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if kind == "guardformer":
+        from models.guardformer.guard import GuardFormerGuard
+        from models.policies import DEFAULT_POLICY_DIR, load_policies
+
+        chosen = policies if policies is not None else load_policies(DEFAULT_POLICY_DIR)
+        return GuardFormerGuard.load(model_dir, chosen, device, cache, intra_op_threads, precision)
     if kind != KIND:
         raise ModelDirectoryError(f"{config_file}: unknown model kind {kind!r}")
-    cache = Path(cache_dir) if cache_dir is not None else None
     return EmbedderGuard.load(
         model_dir, device=device, cache_dir=cache, intra_op_threads=intra_op_threads, precision=precision
     )

@@ -42,6 +42,22 @@ def pad_windows(windows: Sequence[IdArray], pad_id: int = 0) -> tuple[IdArray, I
     return ids, mask
 
 
+def raw_tokenizer(tokenizer_file: Path) -> Tokenizer:
+    """The `tokenizer.json` tokenizer with its own padding and truncation turned off."""
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def special_id(tokenizer: Tokenizer, token: str) -> int:
+    """The id of a special token such as [CLS]; a clear error when the vocabulary lacks it."""
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise ValueError(f"tokenizer has no {token} token")
+    return int(token_id)
+
+
 class WindowTokenizer:
     """A BERT WordPiece tokenizer (`tokenizer.json`) that splits long texts into windows.
 
@@ -56,18 +72,10 @@ class WindowTokenizer:
             raise ValueError(f"stride must be in [1, {max_length - 2}], got {stride}")
         self.max_length = max_length
         self.stride = stride
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
-        self.cls_id = self._special_id("[CLS]")
-        self.sep_id = self._special_id("[SEP]")
-        self.pad_id = self._special_id("[PAD]")
-
-    def _special_id(self, token: str) -> int:
-        token_id = self._tokenizer.token_to_id(token)
-        if token_id is None:
-            raise ValueError(f"tokenizer has no {token} token")
-        return int(token_id)
+        self._tokenizer = raw_tokenizer(tokenizer_file)
+        self.cls_id = special_id(self._tokenizer, "[CLS]")
+        self.sep_id = special_id(self._tokenizer, "[SEP]")
+        self.pad_id = special_id(self._tokenizer, "[PAD]")
 
     def encode(self, texts: list[str]) -> list[Encoded]:
         """One `Encoded` (one window or more) per text."""

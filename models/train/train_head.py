@@ -49,6 +49,12 @@ ENCODER_SUBDIR = "encoder"
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """The flags of `guardstream train`."""
+    parser.add_argument(
+        "--model",
+        choices=["embedder", "guardformer"],
+        default="embedder",
+        help="embedder guard (this help), or GuardFormer (`--model guardformer --help`) [embedder]",
+    )
     data = add_data_arguments(parser)
     data.add_argument(
         "--benign-weight", type=float, default=8.0, help="loss weight of hand-written benign prompts [8]"
@@ -302,7 +308,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return tool_main("train", __doc__, configure_parser, run, argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    kind = _model_kind(arguments)
+    if kind == "guardformer":
+        from models.train import train_guardformer
+
+        return train_guardformer.main(_without_model_flag(arguments))
+    return tool_main("train", __doc__, configure_parser, run, arguments)
+
+
+def _model_kind(arguments: list[str]) -> str:
+    for index, argument in enumerate(arguments):
+        if argument.startswith("--model="):
+            return argument.split("=", 1)[1]
+        if argument == "--model" and index + 1 < len(arguments):
+            return arguments[index + 1]
+    return "embedder"
+
+
+def _without_model_flag(arguments: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == "--model":
+            skip = True
+        elif not argument.startswith("--model="):
+            out.append(argument)
+    return out
 
 
 if __name__ == "__main__":

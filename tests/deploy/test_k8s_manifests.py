@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from models.policies import DEFAULT_POLICY_DIR, load_policies
 from tests.deploy.conftest import OVERLAYS
 from tests.deploy.helpers import (
     DEPLOY,
@@ -344,7 +345,16 @@ def test_monitoring_objects(overlays: dict[str, Objects], overlay: str) -> None:
     assert rules["spec"] == yaml.safe_load((MONITORING / "alerts.yml").read_text())
 
 
-def test_policies_configmap_matches_the_packaged_model(base: Objects) -> None:
-    mounted = yaml.safe_load(config_map(base, "guardstream-policies")["policies.yaml"])
+def test_policies_configmap_is_a_registry_the_packaged_model_scores(base: Objects, tmp_path: Path) -> None:
+    registry = tmp_path / "policies.yaml"
+    registry.write_text(config_map(base, "guardstream-policies")["policies.yaml"])
+    mounted = load_policies(registry)
     model = json.loads((Settings().model.path / "config.json").read_text())
-    assert mounted["policies"] == model["policies"]
+    assert set(mounted.ids) == {p["id"] for p in model["policies"]}
+    starter = load_policies(DEFAULT_POLICY_DIR)
+    for policy in mounted:
+        shipped = starter.get(policy.id)
+        assert shipped is not None
+        assert (policy.fingerprint, policy.threshold) == (shipped.fingerprint, shipped.threshold)
+    env = config_map(base, "guardstream-settings")
+    assert env["GUARDSTREAM_POLICIES__PATH"] == "/etc/guardstream/policies"

@@ -12,7 +12,6 @@ import onnxruntime as ort
 import pytest
 import torch
 from safetensors.numpy import load_file
-from transformers import BertConfig
 
 from models.runtime import bert_onnx
 from models.runtime.windows import pad_windows
@@ -30,6 +29,7 @@ from models.train.finetune import (
     token_ids,
 )
 from models.train.torch_encoder import SentenceEncoder
+from tests.tiny_models import tiny_bert_config
 
 SUBJECTS = ["bread", "a kite", "my garden", "a birthday card", "soup", "a bookshelf", "pancakes", "a poem"]
 HARMS = ["a pipe bomb", "nerve gas", "a ransomware strain", "a fake passport", "meth", "a stolen car"]
@@ -68,15 +68,7 @@ SETTINGS = FinetuneSettings(
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer BERT with the real tokenizer (and its vocabulary size)."""
     real = bert_onnx.encoder_dir()
-    vocab_size = json.loads((real / "config.json").read_text(encoding="utf-8"))["vocab_size"]
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=vocab_size,
-        max_position_embeddings=64,
-    )
+    config = tiny_bert_config(64)
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny-encoder")
     SentenceEncoder.from_config(config).save(out, tokenizer_from=real)

@@ -58,8 +58,8 @@ class SlowSink(ListSink):
         await super().deliver(verdicts, letters)
 
 
-def agent_with(sink: ListSink) -> BatchAgent:
-    settings = Settings()
+def agent_with(sink: ListSink, depth: int = 2) -> BatchAgent:
+    settings = Settings.model_validate({"batching": {"pipeline_depth": depth}})
     return BatchAgent(settings, Pipeline(settings, KeywordModel(), MemoryScoreCache(), sink), Health())
 
 
@@ -73,10 +73,10 @@ async def test_acks_after_delivery_in_order() -> None:
     assert [v.id for v in sink.verdicts] == ["r0", "r1", "r2"]
 
 
-async def test_drain_finishes_the_batch_in_hand_and_takes_no_more() -> None:
+async def test_drain_finishes_the_batches_in_flight_and_takes_no_more() -> None:
     sink = SlowSink()
-    stream = FakeStream([[event(0), event(1)], [event(2)]])
-    agent = agent_with(sink)
+    stream = FakeStream([[event(0), event(1)], [event(2)], [event(3)]])
+    agent = agent_with(sink, depth=2)
     task = asyncio.create_task(agent.run(stream))
     await sink.started.wait()
     drained = asyncio.create_task(agent.drain(timeout_s=5))
@@ -87,8 +87,38 @@ async def test_drain_finishes_the_batch_in_hand_and_takes_no_more() -> None:
     assert await drained is True
     await asyncio.sleep(0.05)
     task.cancel()
+    assert stream.taken == 2, "a batch was taken after the drain began"
+    assert stream.acked == [0, 1, 2]
+    assert [v.id for v in sink.verdicts] == ["r0", "r1", "r2"]
+
+
+async def test_next_batch_is_scored_while_one_is_delivered_and_acks_keep_order() -> None:
+    sink = SlowSink()
+    stream = FakeStream([[event(0)], [event(1)], [event(2)]])
+    agent = agent_with(sink, depth=3)
+    task = asyncio.create_task(agent.run(stream))
+    await sink.started.wait()
+    await asyncio.sleep(0.05)
+    assert stream.taken == 3, "the agent waited for a delivery before taking the next batch"
+    assert stream.acked == []
+    sink.release.set()
+    await asyncio.wait_for(stream.all_acked.wait(), 5)
+    task.cancel()
+    assert stream.acked == [0, 1, 2]
+    assert [v.id for v in sink.verdicts] == ["r0", "r1", "r2"]
+
+
+async def test_depth_one_takes_the_next_batch_only_after_delivery() -> None:
+    sink = SlowSink()
+    stream = FakeStream([[event(0)], [event(1)]])
+    task = asyncio.create_task(agent_with(sink, depth=1).run(stream))
+    await sink.started.wait()
+    await asyncio.sleep(0.05)
+    assert stream.taken == 1
+    sink.release.set()
+    await asyncio.wait_for(stream.all_acked.wait(), 5)
+    task.cancel()
     assert stream.acked == [0, 1]
-    assert [v.id for v in sink.verdicts] == ["r0", "r1"]
 
 
 async def test_drain_times_out_when_the_batch_hangs() -> None:

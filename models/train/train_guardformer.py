@@ -1,0 +1,407 @@
+r"""Train GuardFormer (many policies at once) or PolicyGuard (one policy).
+
+    guardstream train --model guardformer --data-dir ../shared/data --out my-guardformer
+    guardstream train --model guardformer --data-dir ../shared/data --out my-policyguard \
+        --only-policy financial_advice [--init-from my-guardformer --mode head]
+
+GuardFormer: guardrail instruction pretraining on (policy, prompt) pairs of every policy of the
+starter set and of `gip_policies.yaml`, with the combined loss of `guardformer_model` (λ weights
+`--lambda-mlm`, `--lambda-alice`, `--lambda-ce`). Policies named by `--holdout-policies` are
+left out of training entirely, so the model can be measured zero-shot on them.
+PolicyGuard: the same classifier trained on one policy (`--only-policy`): from the base encoder,
+or from a trained GuardFormer (`--init-from`), either fully (`--mode full`, FFT) or the
+classification head only (`--mode head`, CFT).
+
+Writes into `--out`: `encoder/` (BERT weights, config, tokenizer), `head.safetensors`,
+`config.json` (kind "guardformer", input lengths, the policies trained on with their
+fingerprints), `train.json` (settings, loss history, speed) and `metrics.json` (validation and
+test F1 / AUPRC / FPR per policy, at each policy's threshold and at the best-F1 threshold).
+`guardstream export` turns the directory into ONNX for the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.guardformer.instruction import InstructionTokenizer
+from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition, load_policies
+from models.runtime.bert_onnx import encoder_dir, file_sha256
+from models.runtime.mlp_head import MlpHead
+from models.runtime.windows import pad_windows
+from models.train import metrics
+from models.train.finetune import choose_device, linear_schedule
+from models.train.guardformer_data import (
+    GIP_POLICY_FILE,
+    HANDWRITTEN_POLICY_FILE,
+    Pair,
+    load_prompts,
+    make_pairs,
+    pair_counts,
+)
+from models.train.guardformer_model import GuardFormerModel, LossWeights, guardformer_loss
+from models.train.torch_encoder import WEIGHTS_FILE, SentenceEncoder
+
+log = logging.getLogger("guardstream.train_guardformer")
+
+KIND = "guardformer"
+HEAD_FILE = "head.safetensors"
+ENCODER_SUBDIR = "encoder"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: float = 1.0
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    head_learning_rate: float = 1e-3
+    warmup_ratio: float = 0.06
+    max_length: int = 192
+    max_policy_tokens: int = 96
+    max_positives: int = 600
+    negatives_per_positive: float = 2.0
+    mode: str = "full"  # "full" (FFT) or "head" (CFT)
+    seed: int = 0
+    max_steps: int | None = None
+    auxiliary_every: int = 1  # MLM and ALICE++ terms on every n-th step (1: every step, as the paper)
+    eval_max_positives: int = 300
+
+
+def all_policies(policy_paths: Sequence[Path]) -> dict[str, PolicyDefinition]:
+    """Every policy definition the pairs may name, by id (later files win on nothing: ids are unique)."""
+    found: dict[str, PolicyDefinition] = {}
+    for path in policy_paths:
+        for policy in load_policies(path):
+            if policy.id in found:
+                raise ValueError(f"policy {policy.id!r} is defined twice ({path})")
+            found[policy.id] = policy
+    return found
+
+
+class PairEncoder:
+    """Token ids of pairs, with each policy's prefix tokenized once."""
+
+    def __init__(self, tokenizer: InstructionTokenizer, policies: dict[str, PolicyDefinition]) -> None:
+        self.tokenizer = tokenizer
+        self._prefixes = {pid: tokenizer.encode_policy(p) for pid, p in policies.items()}
+
+    def ids(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
+        windows = self.tokenizer.encode_prompts([p.text for p in pairs])
+        return [
+            self.tokenizer.pair(self._prefixes[pair.policy], encoded.windows[0])
+            for pair, encoded in zip(pairs, windows, strict=True)
+        ]
+
+    def tensors(self, ids: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids, mask = pad_windows(ids, self.tokenizer.pad_id)
+        return torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device)
+
+
+def load_model(encoder: Path, init_from: Path | None) -> GuardFormerModel:
+    """The base encoder with a fresh head, or a trained GuardFormer directory."""
+    if init_from is None:
+        return GuardFormerModel(SentenceEncoder.from_dir(encoder))
+    head = MlpHead.load(init_from / HEAD_FILE)
+    hidden = int(head.weights[0].shape[1])
+    model = GuardFormerModel(SentenceEncoder.from_dir(init_from / ENCODER_SUBDIR), head_hidden=hidden)
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for linear, weight, bias in zip(linears, head.weights, head.biases, strict=True):
+            linear.weight.copy_(torch.from_numpy(weight.T.copy()))
+            linear.bias.copy_(torch.from_numpy(bias.copy()))
+    return model
+
+
+def head_of(model: GuardFormerModel) -> MlpHead:
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    return MlpHead(
+        tuple(l.weight.detach().cpu().numpy().T.copy() for l in linears),  # noqa: E741
+        tuple(l.bias.detach().cpu().numpy().copy() for l in linears),  # noqa: E741
+    )
+
+
+def make_optimizer(model: GuardFormerModel, settings: TrainSettings) -> torch.optim.AdamW:
+    head_params = list(model.head.parameters())
+    if settings.mode == "head":
+        for parameter in model.encoder.parameters():
+            parameter.requires_grad_(False)
+        return torch.optim.AdamW(head_params, lr=settings.head_learning_rate)
+    head_ids = {id(p) for p in head_params}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    return torch.optim.AdamW(
+        [
+            {"params": body, "lr": settings.learning_rate, "weight_decay": 0.01},
+            {"params": head_params, "lr": settings.head_learning_rate, "weight_decay": 0.0},
+        ]
+    )
+
+
+def score_pairs(
+    model: GuardFormerModel,
+    encoder: PairEncoder,
+    pairs: Sequence[Pair],
+    device: torch.device,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """P(violation) of each pair, length-sorted batches, no gradients."""
+    ids = encoder.ids(pairs)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    scores = np.zeros(len(ids), dtype=np.float32)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            input_ids, mask = encoder.tensors([ids[i] for i in rows], device)
+            scores[rows] = torch.sigmoid(model(mask, input_ids=input_ids)).float().cpu().numpy()
+    return scores
+
+
+def evaluate_pairs(
+    scores: np.ndarray, pairs: Sequence[Pair], thresholds: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """Per policy: metrics at the policy's threshold and the best-F1 threshold of these pairs."""
+    report: dict[str, dict[str, float]] = {}
+    for policy in sorted({p.policy for p in pairs}):
+        rows = [i for i, p in enumerate(pairs) if p.policy == policy]
+        y = np.asarray([pairs[i].label for i in rows], dtype=np.int64)
+        s = scores[rows]
+        if len(set(y.tolist())) < 2:
+            continue
+        at_policy = metrics.binary_metrics(y, s, thresholds.get(policy, 0.5))
+        best = metrics.max_f1_threshold(y, s)
+        report[policy] = {
+            **at_policy,
+            "best_f1_threshold": round(best, 6),
+            "f1_at_best": metrics.binary_metrics(y, s, best)["f1"],
+        }
+    return report
+
+
+class Trainer:
+    """The loop: batches of pairs, the combined loss, progress, history."""
+
+    def __init__(
+        self, model: GuardFormerModel, encoder: PairEncoder, weights: LossWeights, settings: TrainSettings
+    ) -> None:
+        self.model = model
+        self.encoder = encoder
+        self.weights = weights
+        self.settings = settings
+        self.device = next(model.parameters()).device
+        tok = encoder.tokenizer
+        special = torch.tensor([tok.cls_id, tok.sep_id, tok.pad_id, tok.mask_id], device=self.device)
+        self.masking = (special, tok.mask_id, tok.vocab_size)
+        self.history: list[dict[str, float]] = []
+
+    def batches(self, pairs: Sequence[Pair], rng: np.random.Generator) -> list[list[int]]:
+        """Random batches of similar lengths (less padding): shuffle, sort within chunks, split."""
+        order = rng.permutation(len(pairs)).tolist()
+        size = self.settings.batch_size
+        chunk = size * 50
+        lengths = [len(p.text) for p in pairs]
+        batches: list[list[int]] = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+            batches += [part[i : i + size] for i in range(0, len(part), size)]
+        rng.shuffle(batches)
+        return batches
+
+    def train(self, pairs: Sequence[Pair]) -> dict[str, Any]:
+        settings = self.settings
+        rng = np.random.default_rng(settings.seed)
+        torch.manual_seed(settings.seed)
+        ids = self.encoder.ids(pairs)
+        labels = torch.tensor([p.label for p in pairs], dtype=torch.float32)
+        per_epoch = self.batches(pairs, rng)
+        total = max(1, int(len(per_epoch) * settings.epochs))
+        if settings.max_steps:
+            total = min(total, settings.max_steps)
+        optimizer = make_optimizer(self.model, settings)
+        schedule = linear_schedule(optimizer, total, settings.warmup_ratio)
+        self.model.train()
+        if settings.mode == "head":
+            self.model.encoder.eval()  # frozen body: no dropout either
+        started = time.perf_counter()
+        plan = per_epoch
+        progress = tqdm(total=total, desc="guardformer", unit="step", dynamic_ncols=True)
+        for step in range(total):
+            if not plan:
+                plan = self.batches(pairs, rng)
+            rows = plan.pop()
+            input_ids, mask = self.encoder.tensors([ids[i] for i in rows], self.device)
+            parts = guardformer_loss(
+                self.model,
+                input_ids,
+                mask,
+                labels[rows].to(self.device),
+                self.weights,
+                self.masking,
+                auxiliary=step % settings.auxiliary_every == 0,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            parts.total.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            record = {"step": step + 1, "loss": float(parts.total.detach()), "ce": parts.ce, "mlm": parts.mlm}
+            record |= {"alice_label": parts.alice_label, "alice_virtual": parts.alice_virtual}
+            self.history.append(record)
+            progress.update(1)
+            progress.set_postfix(loss=f"{record['loss']:.3f}", ce=f"{parts.ce:.3f}")
+        progress.close()
+        seconds = time.perf_counter() - started
+        return {
+            "steps": total,
+            "seconds": round(seconds, 1),
+            "pairs_per_s": round(total * settings.batch_size / seconds, 2),
+        }
+
+
+def save_model(
+    out: Path,
+    model: GuardFormerModel,
+    tokenizer_from: Path,
+    settings: TrainSettings,
+    trained: Sequence[PolicyDefinition],
+    name: str,
+    version: str,
+) -> None:
+    model.encoder.save(out / ENCODER_SUBDIR, tokenizer_from)
+    head_of(model).save(out / HEAD_FILE)
+    config = {
+        "kind": KIND,
+        "name": name,
+        "version": version,
+        "max_length": settings.max_length,
+        "max_policy_tokens": settings.max_policy_tokens,
+        "encoder": {"path": ENCODER_SUBDIR, "sha256": file_sha256(out / ENCODER_SUBDIR / WEIGHTS_FILE)},
+        "head": HEAD_FILE,
+        "trained_policies": [
+            {"id": p.id, "version": p.version, "fingerprint": p.fingerprint} for p in trained
+        ],
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="guardstream train --model guardformer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data-dir", type=Path, required=True, help="the shared datasets (see their README)")
+    parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--policies", type=Path, action="append", help="policy files/dirs [starter + gip]")
+    parser.add_argument("--handwritten", type=Path, default=HANDWRITTEN_POLICY_FILE, help="per-policy rows")
+    parser.add_argument("--holdout-policies", nargs="*", default=["tax_advice"], help="kept out [tax_advice]")
+    parser.add_argument("--only-policy", help="PolicyGuard: train on this one policy")
+    parser.add_argument("--init-from", type=Path, help="start from a trained GuardFormer directory")
+    parser.add_argument("--mode", choices=["full", "head"], default="full", help="FFT or CFT [full]")
+    parser.add_argument("--encoder-dir", type=Path, help="base encoder [the packaged all-MiniLM-L6-v2]")
+    parser.add_argument("--name", default="guardformer-minilm", help="model name in verdicts")
+    parser.add_argument("--version", default="0.1.0", help="model version in verdicts")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    d = TrainSettings()
+    parser.add_argument("--epochs", type=float, default=d.epochs)
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    parser.add_argument("--head-learning-rate", type=float, default=d.head_learning_rate)
+    parser.add_argument("--max-length", type=int, default=d.max_length)
+    parser.add_argument("--max-policy-tokens", type=int, default=d.max_policy_tokens)
+    parser.add_argument("--max-positives", type=int, default=d.max_positives, help="per policy")
+    parser.add_argument("--negatives-per-positive", type=float, default=d.negatives_per_positive)
+    w = LossWeights()
+    parser.add_argument("--lambda-mlm", type=float, default=w.mlm, help=f"λ1, masked LM [{w.mlm}]")
+    parser.add_argument("--lambda-alice", type=float, default=w.alice, help=f"λ2, ALICE++ [{w.alice}]")
+    parser.add_argument("--lambda-ce", type=float, default=w.ce, help=f"λ3, cross-entropy [{w.ce}]")
+    parser.add_argument("--alpha", type=float, default=w.alpha, help="weight of the KL term in ALICE++")
+    parser.add_argument("--epsilon", type=float, default=w.epsilon, help="perturbation norm per token")
+    parser.add_argument(
+        "--auxiliary-every", type=int, default=d.auxiliary_every, help="MLM + ALICE++ every n-th step [1]"
+    )
+    parser.add_argument(
+        "--eval-max-positives", type=int, default=d.eval_max_positives, help="per policy and split [300]"
+    )
+    parser.add_argument("--seed", type=int, default=d.seed)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = TrainSettings(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        head_learning_rate=args.head_learning_rate, max_length=args.max_length,
+        max_policy_tokens=args.max_policy_tokens, max_positives=args.max_positives,
+        negatives_per_positive=args.negatives_per_positive, mode=args.mode, seed=args.seed,
+        max_steps=args.max_steps, auxiliary_every=args.auxiliary_every,
+        eval_max_positives=args.eval_max_positives,
+    )  # fmt: skip
+    weights = LossWeights(args.lambda_mlm, args.lambda_alice, args.lambda_ce, args.alpha, args.epsilon)
+    policies = all_policies(args.policies or [DEFAULT_POLICY_DIR, GIP_POLICY_FILE])
+    if args.only_policy:
+        if args.only_policy not in policies:
+            print(f"error: unknown policy {args.only_policy!r}", file=sys.stderr)
+            return 2
+        train_ids = [args.only_policy]
+    else:
+        train_ids = [pid for pid in policies if pid not in set(args.holdout_policies)]
+    eval_ids = [args.only_policy] if args.only_policy else list(policies)
+    base = args.encoder_dir or encoder_dir()
+    tokenizer = InstructionTokenizer(base / "tokenizer.json", settings.max_length, settings.max_policy_tokens)
+    prompts = load_prompts(args.data_dir, args.handwritten, [policies[i] for i in train_ids])
+    train_pairs = make_pairs(
+        prompts, train_ids, "train", settings.max_positives, settings.negatives_per_positive, settings.seed
+    )
+    log.info("training pairs (positives, negatives): %s", pair_counts(train_pairs))
+    device = choose_device(args.device)
+    model = load_model(base, args.init_from).to(device)
+    pair_encoder = PairEncoder(tokenizer, policies)
+    trainer = Trainer(model, pair_encoder, weights, settings)
+    speed = trainer.train(train_pairs)
+    out: Path = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    save_model(out, model, base, settings, [policies[i] for i in train_ids], args.name, args.version)
+    thresholds = {pid: p.threshold for pid, p in policies.items()}
+    report: dict[str, Any] = {}
+    for split in ("validation", "test"):
+        pairs = make_pairs(prompts, eval_ids, split, settings.eval_max_positives, 2.0, seed=1)
+        scores = score_pairs(model, pair_encoder, pairs, device)
+        report[split] = evaluate_pairs(scores, pairs, thresholds)
+        log.info("%s: %s", split, {k: round(v["f1"], 3) for k, v in report[split].items()})
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    train_record = {
+        "command": "guardstream train --model guardformer " + " ".join(sys.argv[1:]),
+        "settings": asdict(settings),
+        "loss_weights": asdict(weights),
+        "device": str(device),
+        "trained_policies": train_ids,
+        "pairs": {k: list(v) for k, v in pair_counts(train_pairs).items()},
+        **speed,
+        "history": trainer.history,
+    }
+    (out / "train.json").write_text(json.dumps(train_record, indent=2) + "\n")
+    log.info("wrote %s (%s)", out, speed)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
