@@ -202,6 +202,8 @@ def load_prompts(
     """Every prompt of the shared datasets, hand-written files and the policies' own examples."""
     prompts = prompts_from_examples(shared_examples(data_dir))
     if handwritten is not None:
+        if not handwritten.is_file():
+            raise FileNotFoundError(f"no hand-written policy rows at {handwritten}")
         add_handwritten(prompts, handwritten)
     add_policy_examples(prompts, example_policies)
     return list(prompts.values())

@@ -361,7 +361,11 @@ def run(args: argparse.Namespace) -> int:
     eval_ids = [args.only_policy] if args.only_policy else list(policies)
     base = args.encoder_dir or encoder_dir()
     tokenizer = InstructionTokenizer(base / "tokenizer.json", settings.max_length, settings.max_policy_tokens)
-    prompts = load_prompts(args.data_dir, args.handwritten, [policies[i] for i in train_ids])
+    try:
+        prompts = load_prompts(args.data_dir, args.handwritten, [policies[i] for i in train_ids])
+    except FileNotFoundError as exc:
+        print(f"guardstream train: {exc}", file=sys.stderr)
+        return 2
     train_pairs = make_pairs(
         prompts, train_ids, "train", settings.max_positives, settings.negatives_per_positive, settings.seed
     )

@@ -39,3 +39,21 @@ def test_pairs_are_balanced_and_prefer_explicit_negatives() -> None:
     assert pair_counts(pairs) == {"legal_advice": (3, 6)}
     assert all(p.text.startswith("look-alike") for p in pairs if p.label == 0)
     assert make_pairs(prompts, ["legal_advice"], "test", 3, 2.0, seed=0) == []
+
+
+def test_policy_examples_file_is_well_formed_and_covers_every_starter_policy() -> None:
+    import json
+    from collections import Counter
+
+    from models.policies import DEFAULT_POLICY_DIR, load_policies
+    from models.train.guardformer_data import HANDWRITTEN_POLICY_FILE
+
+    rows = [json.loads(line) for line in HANDWRITTEN_POLICY_FILE.read_text(encoding="utf-8").splitlines()]
+    assert all(set(row) == {"text", "policy", "label", "split"} for row in rows)
+    assert all(row["text"].strip() and row["label"] in (0, 1) for row in rows)
+    assert {row["split"] for row in rows} == {"train", "test"}
+    assert len({row["text"] for row in rows}) == len(rows), "duplicate texts"
+    counts = Counter((row["policy"], row["label"], row["split"]) for row in rows)
+    for policy in load_policies(DEFAULT_POLICY_DIR).ids:
+        for label in (0, 1):
+            assert counts[(policy, label, "train")] >= 20 and counts[(policy, label, "test")] >= 10, policy
