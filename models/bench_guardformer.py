@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["validation", "test", "heldout"])
     parser.add_argument("--max-positives", type=int, default=300, help="per policy [300]")
     parser.add_argument("--n", type=int, default=256, help="prompts for the throughput runs [256]")
+    parser.add_argument("--only", nargs="+", help="measure only these starter policies")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the policy-count runs")
     parser.add_argument("--cache-dir", type=Path, help="ONNX build cache")
     parser.add_argument("--out", type=Path, help="JSON report [models/results/guardformer-<split>.json]")
     args = parser.parse_args(argv)
@@ -145,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
 
     embedder = load_model(args.embedder or ModelSettings().path, device="cpu", cache_dir=args.cache_dir)
     starter = load_policies(DEFAULT_POLICY_DIR)
+    if args.only:
+        unknown = set(args.only) - set(starter.ids)
+        if unknown:
+            print(f"error: not starter policies: {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        starter = PolicySet(tuple(p for p in starter if p.id in args.only))
     prompts = load_prompts(args.data_dir, args.handwritten)
     pairs = {p.id: make_pairs(prompts, [p.id], args.split, args.max_positives, 2.0, seed=1) for p in starter}
     report = {
@@ -152,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "split": args.split,
         "quality": quality(args.models, embedder, pairs, starter, args.cache_dir),
-        "throughput": throughput(
-            args.models[0], embedder, [p.text for p in pairs["prompt_injection"]][: args.n], args.cache_dir
+        "throughput": None
+        if args.no_throughput
+        else throughput(
+            args.models[0], embedder, [p.text for ps in pairs.values() for p in ps][: args.n], args.cache_dir
         ),
     }
     out = args.out or Path(f"models/results/guardformer-{args.split}.json")
