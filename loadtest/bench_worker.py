@@ -8,7 +8,8 @@ Four figures from one run, so their ratios hold on a noisy machine:
 - repeats: verdicts/s on N prompts whose texts are all in the cache already;
 - naive:   verdicts/s of `loadtest.naive_worker` (one prompt, one model call, one produce) on
            `--naive-n` distinct prompts: what guardstream's batching is worth.
-Worker throughput = N / (time from the first to the last verdict).
+Worker throughput = verdicts after the first batch's / (time from the first verdict to the last);
+over the same interval, the share of time the worker's model was busy (from its /metrics).
 Needs Kafka and Redis running (deploy/local/services.sh start).
 """
 
@@ -23,7 +24,10 @@ import random
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +57,18 @@ ASKS = (
 )
 
 
-def make_texts(n: int, seed: int = 0) -> list[str]:
-    """Distinct prompts of realistic length (10 to 60 tokens)."""
+def make_texts(n: int, seed: int = 0, tag: str = "") -> list[str]:
+    """Distinct prompts of realistic length (10 to 60 tokens).
+
+    A `tag` (a run id) is written into every prompt, so no run is answered from a cache that an
+    earlier run filled.
+    """
     rng = random.Random(seed)
     texts = []
     for i in range(n):
         base = rng.choice(ASKS).format(s=rng.choice(SUBJECTS), n=i)
-        texts.append(base + " " + " ".join(rng.choice(SUBJECTS) for _ in range(rng.randint(0, 8))))
+        tail = " ".join(rng.choice(SUBJECTS) for _ in range(rng.randint(0, 8)))
+        texts.append(f"{base} {tail} (ref {tag})" if tag else f"{base} {tail}")
     return texts
 
 
@@ -76,25 +85,60 @@ def bench_model(settings: Settings, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-async def timed_run(settings: Settings, values: dict[str, bytes], timeout_s: float) -> float:
-    """Publish, then verdicts/s from the first verdict to the last."""
+@dataclass(frozen=True)
+class TimedRun:
+    """One timed run: verdicts/s, and the share of that time the worker's model was busy."""
+
+    verdicts_per_s: float
+    model_busy: float | None
+
+
+def model_seconds(settings: Settings) -> float:
+    """The worker's model time so far: `guardstream_model_latency_seconds_sum` on its /metrics."""
+    url = f"http://{settings.web.host}:{settings.web.port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("guardstream_model_latency_seconds_sum"):
+            return float(line.split()[-1])
+    raise RuntimeError(f"no guardstream_model_latency_seconds_sum at {url}")
+
+
+async def timed_run(
+    settings: Settings,
+    values: dict[str, bytes],
+    timeout_s: float,
+    busy_probe: Callable[[], float] | None = None,
+) -> TimedRun:
+    """Publish, then verdicts/s between the first verdicts and the last.
+
+    The verdicts that arrive with the first (those of the first batch) are not counted: their
+    work was done before the clock starts, and counting them would inflate a short run. With a
+    `busy_probe` (the worker's model seconds so far), the model's share of the same interval is
+    measured too: near 1.0 means the pipeline kept the model busy, whatever the machine's noise.
+    """
     kafka = settings.kafka
     collector = Collector(kafka.bootstrap_servers, kafka.verdicts_topic, kafka.dlq_topic)
     await collector.start()
     await publish(kafka.bootstrap_servers, kafka.input_topic, values.values())
     first = last = None
+    at_first = 0
+    busy_at_first = 0.0
     deadline = time.monotonic() + timeout_s
     while len(collector.collected.verdicts) < len(values) and time.monotonic() < deadline:
         before = len(collector.collected.verdicts)
         await collector.poll(50)
         if len(collector.collected.verdicts) > before:
             now = time.perf_counter()
-            first = first or now
+            if first is None:
+                first, at_first = now, len(collector.collected.verdicts)
+                busy_at_first = busy_probe() if busy_probe else 0.0
             last = now
     await collector.stop()
     if len(collector.collected.verdicts) < len(values) or first is None or last is None or last == first:
         raise RuntimeError(f"only {len(collector.collected.verdicts)} of {len(values)} verdicts came back")
-    return len(values) / (last - first)
+    busy = (busy_probe() - busy_at_first) / (last - first) if busy_probe else None
+    return TimedRun((len(values) - at_first) / (last - first), busy)
 
 
 def bench_naive(settings: Settings, texts: list[str], run_id: str) -> float:
@@ -114,7 +158,7 @@ def bench_naive(settings: Settings, texts: list[str], run_id: str) -> float:
         if naive.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"the naive worker did not start; see {log_path}")
         values = {f"n{i}": prompt(f"n{i}", t) for i, t in enumerate(texts)}
-        return asyncio.run(timed_run(naive_settings, values, 600))
+        return asyncio.run(timed_run(naive_settings, values, 600)).verdicts_per_s
     finally:
         naive.terminate()
         naive.wait(60)
@@ -133,19 +177,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "web": {"port": args.web_port},
         }
     )
-    texts = make_texts(args.n)
+    texts = make_texts(args.n, tag=run_id)
     print(f"model alone on {args.n} texts ...", flush=True)
     model_rate = bench_model(settings, texts)
     worker = start_worker(settings, REPO_ROOT / ".local" / "bench-worker.log")
     try:
         wait_ready(settings, worker, 120)
         print("worker, unique prompts ...", flush=True)
-        unique = asyncio.run(
-            timed_run(settings, {f"u{i}": prompt(f"u{i}", t) for i, t in enumerate(texts)}, 600)
-        )
+        values = {f"u{i}": prompt(f"u{i}", t) for i, t in enumerate(texts)}
+        unique = asyncio.run(timed_run(settings, values, 600, lambda: model_seconds(settings)))
         print("worker, repeated prompts ...", flush=True)
         repeats = {f"r{i}": prompt(f"r{i}", texts[i % len(texts)]) for i in range(args.n)}
-        repeated = asyncio.run(timed_run(settings, repeats, 600))
+        repeated = asyncio.run(timed_run(settings, repeats, 600)).verdicts_per_s
     finally:
         worker.terminate()
         worker.wait(60)
@@ -161,12 +204,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "n": args.n,
         "max_batch_requests": settings.batching.max_batch_requests,
         "model_texts_per_s": round(model_rate, 1),
-        "worker_unique_verdicts_per_s": round(unique, 1),
+        "worker_unique_verdicts_per_s": round(unique.verdicts_per_s, 1),
+        "worker_unique_model_busy": round(unique.model_busy or 0.0, 3),
         "worker_repeated_verdicts_per_s": round(repeated, 1),
-        "worker_unique_over_model": round(unique / model_rate, 3),
+        "worker_unique_over_model": round(unique.verdicts_per_s / model_rate, 3),
         "naive_n": args.naive_n,
         "naive_per_message_verdicts_per_s": round(naive, 1),
-        "worker_unique_over_naive": round(unique / naive, 2),
+        "worker_unique_over_naive": round(unique.verdicts_per_s / naive, 2),
     }
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
 from models.runtime.base import FloatArray, GuardModel
 from models.runtime.loader import load_model
 from models.tool_main import tool_main
@@ -52,6 +53,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-samples", type=int, default=100, help="prompts timed one by one [100]")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="[auto]")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads, 0 = one per core [0]")
+    parser.add_argument(
+        "--policy-files",
+        type=Path,
+        nargs="+",
+        help="policy files / directories a GuardFormer model is asked about [the starter set]",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, default=None, help="write precision-recall curves to this PNG")
 
@@ -110,10 +117,20 @@ def policy_metrics(
     return out
 
 
+def asked_policies(args: argparse.Namespace, data_policies: Sequence[str]) -> PolicySet | None:
+    """What a GuardFormer model scores: the policies of --policy-files the data labels (None: none)."""
+    files = args.policy_files or [DEFAULT_POLICY_DIR]
+    registry = PolicySet(tuple(p for path in files for p in load_policies(path)))
+    asked = PolicySet(tuple(p for p in registry if p.id in data_policies))
+    return asked or None
+
+
 def evaluate_model(
     path: Path, examples: Sequence[Example], policies: Sequence[str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    model = load_model(path, device=args.device, intra_op_threads=args.threads)
+    model = load_model(
+        path, device=args.device, intra_op_threads=args.threads, policies=asked_policies(args, policies)
+    )
     shared = [p for p in model.info.policy_ids if p in policies]
     if not shared:
         raise DataFileError(
@@ -203,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `guardstream eval`: 0, or 2 with a message for bad data or model directories."""
     try:
         results = run_eval(args)
-    except (DataFileError, FileNotFoundError, ValueError) as exc:
+    except (DataFileError, PolicyError, FileNotFoundError, ValueError) as exc:
         print(f"guardstream eval: {exc}", file=sys.stderr)
         return 2
     print(format_table(results))

@@ -33,18 +33,21 @@ log = logging.getLogger(__name__)
 Scores = list[float]
 
 
-def policy_set_version(info: ModelInfo) -> str:
-    """A short hash of the model's policy ids, versions and (when the model reads them) words."""
-    spec = ";".join(
-        f"{p.id}={p.version}" + (f"#{p.fingerprint}" if p.fingerprint else "") for p in info.policies
-    )
+def policy_set_version(info: ModelInfo, columns: Sequence[int] | None = None) -> str:
+    """A short hash of the policies' ids, versions and (when the model reads them) words: all of
+    the model's, or those at `columns`."""
+    chosen = info.policies if columns is None else [info.policies[c] for c in columns]
+    spec = ";".join(f"{p.id}={p.version}" + (f"#{p.fingerprint}" if p.fingerprint else "") for p in chosen)
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
-def cache_key(prefix: str, info: ModelInfo, normalized_text: str) -> str:
-    """The Redis key under which the scores of `normalized_text` are kept."""
+def cache_key(
+    prefix: str, info: ModelInfo, normalized_text: str, columns: Sequence[int] | None = None
+) -> str:
+    """The Redis key under which the scores of `normalized_text` are kept: for all the model's
+    policies, or (`columns`) for a request's subset of them, in that order."""
     digest = hashlib.sha256()
-    for part in (info.name, info.version, policy_set_version(info), normalized_text):
+    for part in (info.name, info.version, policy_set_version(info, columns), normalized_text):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     return prefix + digest.hexdigest()

@@ -6,7 +6,9 @@
     guardstream train    train a guard model and write a model directory (training extra)
     guardstream eval     measure model directories on labeled prompts (training extra)
     guardstream export   write ONNX fp32 / int8 / fp16 files checked against torch (training extra)
+    guardstream merge    merge GuardFormer directories, searching the coefficients (training extra)
     guardstream loadtest open-loop load test through Kafka: throughput, latency, lost/duplicated records
+    guardstream synth    synthetic guardrail data from a policy with a generator LLM (synth extra)
 
 Settings come from GUARDSTREAM_* environment variables; flags win over them.
 """
@@ -28,7 +30,9 @@ _TOOLS: dict[str, tuple[str, str]] = {
     "train": ("models.train.train_head", "train a guard model, write a model directory"),
     "eval": ("models.evaluate_model", "measure model directories on labeled prompts"),
     "export": ("models.export", "export ONNX fp32 / int8 / fp16, each checked against torch"),
+    "merge": ("models.merge.cli", "merge GuardFormer directories, coefficients searched on validation F1"),
     "loadtest": ("loadtest.loadgen", "open-loop load test of workers through Kafka: latency, loss, report"),
+    "synth": ("models.synth.cli", "synthetic prompts for a policy from a generator LLM, self-reflected"),
 }
 _TRAIN_EXTRA_HINT = "install the training tools: pip install 'guardstream[train]' (or make install)"
 

@@ -35,7 +35,7 @@ MODEL_BATCH_SIZE = Histogram(
 )
 MODEL_LATENCY = Histogram(
     "guardstream_model_latency_seconds",
-    "Time of one model call.",
+    "Time the model spends on one call (batch in, scores out), not counting the wait for it.",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from models.runtime.base import GuardModel, ModelInfo
@@ -40,6 +40,8 @@ class _Pending:
     request: Request
     key: str
     text: str
+    #: the policies the request asks for (indices into the model's policies); None: all
+    columns: tuple[int, ...] | None = None
     scores: Scores | None = None
     cached: bool = False
 
@@ -98,15 +100,29 @@ class Pipeline:
                     DeadLetter(Reason.EMPTY_TEXT, "`text` is empty once normalized", record, decoded.id)
                 )
                 continue
-            pending.append(_Pending(decoded, cache_key(prefix, self._info, text), text))
+            columns = self._columns(decoded.policies)
+            pending.append(_Pending(decoded, cache_key(prefix, self._info, text, columns), text, columns))
         return pending
+
+    def _columns(self, policies: Sequence[str] | None) -> tuple[int, ...] | None:
+        """The model's columns a request asks for, in model order; None when it asks for all."""
+        if policies is None or set(policies) >= set(self._policy_ids):
+            return None
+        wanted = set(policies)
+        return tuple(index for index, pid in enumerate(self._policy_ids) if pid in wanted)
+
+    def _scored_ids(self, item: _Pending) -> Sequence[str]:
+        """The policy ids of `item.scores`, in order."""
+        if item.columns is None:
+            return self._policy_ids
+        return [self._policy_ids[c] for c in item.columns]
 
     async def _lookup(self, pending: list[_Pending]) -> None:
         if not self._settings.redis.enabled or not pending:
             return
         found = await self._cache.get_many([p.key for p in pending])
         for item, scores in zip(pending, found, strict=True):
-            if scores is not None and len(scores) == len(self._policy_ids):
+            if scores is not None and len(scores) == len(self._scored_ids(item)):
                 item.scores, item.cached = scores, True
         hits = sum(p.cached for p in pending)
         metrics.CACHE_HITS.inc(hits)
@@ -121,7 +137,8 @@ class Pipeline:
             return
         groups = list(by_key.values())
         encoded = await self._runner.encode([group[0].text for group in groups])
-        scored = await self._runner.score(encoded)
+        asked = [replace(e, columns=group[0].columns) for e, group in zip(encoded, groups, strict=True)]
+        scored = await self._runner.score(asked)
         for group, outcome in zip(groups, scored, strict=True):
             for item in group:
                 if isinstance(outcome, Exception):
@@ -130,13 +147,14 @@ class Pipeline:
                         DeadLetter(Reason.MODEL_ERROR, detail, item.request.source, item.request.id)
                     )
                 else:
-                    item.scores = [float(s) for s in outcome]
+                    columns = item.columns if item.columns is not None else range(len(self._policy_ids))
+                    item.scores = [float(outcome[c]) for c in columns]
 
     def _verdict(self, item: _Pending, started: float) -> Verdict:
         assert item.scores is not None  # noqa: S101 - filtered by the caller
         request = item.request
         wanted = request.policies or self._policy_ids
-        all_scores = dict(zip(self._policy_ids, item.scores, strict=True))
+        all_scores = dict(zip(self._scored_ids(item), item.scores, strict=True))
         policies = {p.id: p for p in self._info.policies}
         scores = {pid: round(all_scores[pid], 6) for pid in wanted}
         flagged = [pid for pid in wanted if all_scores[pid] >= policies[pid].threshold]

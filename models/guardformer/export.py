@@ -22,9 +22,11 @@ import onnx
 
 from models.embedder.config import OnnxFile
 from models.export import TOLERANCES, Check, ExportError, atomic_directory, convert
+from models.guardformer.calibration import apply_shifts, shifts_for
 from models.guardformer.guard import CONFIG_FILE, GuardFormerConfig, GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
 from models.runtime import bert_onnx
+from models.runtime.base import Policy
 from models.runtime.mlp_head import MlpHead
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -62,6 +64,8 @@ def export_guardformer(
     normalized = [" ".join(t.split()) for t in texts]
     print(f"torch reference scores of {len(texts)} prompts x {len(policies)} policies ...", flush=True)
     reference = torch_scores(model_dir, config, policies, normalized)
+    policy_infos = [Policy(p.id, p.version, p.threshold, p.fingerprint) for p in policies]
+    reference = apply_shifts(reference, shifts_for(policy_infos, config.raw.get("calibration") or {}))
     with atomic_directory(out_dir) as partial:
         fp32 = partial / ".build.fp32.onnx"
         head = MlpHead.load(model_dir / config.head_file)

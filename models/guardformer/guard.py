@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models.embedder.config import PREFERENCE, ModelDirectoryError, OnnxFile
+from models.guardformer.calibration import apply_shifts, shifts_for
 from models.guardformer.instruction import EncodedPolicy, InstructionTokenizer
 from models.policies import PolicySet
 from models.runtime import bert_onnx
@@ -123,6 +125,8 @@ class GuardFormerGuard:
             tuple(Policy(p.id, p.version, p.threshold, p.fingerprint) for p in enabled),
             config.max_length,
         )
+        #: per policy, the calibration shift in logit space (0: scored raw)
+        self.shifts = shifts_for(self._info.policies, config.raw.get("calibration") or {})
 
     @classmethod
     def load(
@@ -168,21 +172,35 @@ class GuardFormerGuard:
         return self.tokenizer.encode_prompts(texts)
 
     def score(self, batch: list[Encoded]) -> FloatArray:
-        """[len(batch), n_policies]: per prompt and policy, the maximum over the prompt's windows."""
+        """[len(batch), n_policies]: per prompt and asked policy, the maximum over the prompt's windows,
+        calibrated (`models.guardformer.calibration`) for the policies the model was measured on.
+
+        Only the (prompt, policy) pairs an item asks for (`Encoded.columns`, default all) are
+        run; the others stay NaN.
+        """
         n_policies = len(self._prefixes)
-        if not batch:
-            return np.zeros((0, n_policies), dtype=np.float32)
+        out = np.full((len(batch), n_policies), np.nan, dtype=np.float32)
+        pairs = [(row, column) for row, item in enumerate(batch) for column in self._asked(item)]
+        if not pairs:
+            return out
         rows = [
-            self.tokenizer.pair(prefix, window)
-            for item in batch
-            for prefix in self._prefixes
-            for window in item.windows
+            self.tokenizer.pair(self._prefixes[column], window)
+            for row, column in pairs
+            for window in batch[row].windows
         ]
         scores = self.runner.run_windows(rows)[:, 0]
-        counts = [len(item.windows) for item in batch for _ in self._prefixes]
+        counts = [len(batch[row].windows) for row, _ in pairs]
         offsets = np.cumsum([0, *counts[:-1]])
-        per_pair = np.maximum.reduceat(scores, offsets)
-        return per_pair.reshape(len(batch), n_policies).astype(np.float32)
+        where = np.asarray(pairs)
+        out[where[:, 0], where[:, 1]] = np.maximum.reduceat(scores, offsets)
+        return apply_shifts(out, self.shifts)
+
+    def _asked(self, item: Encoded) -> Sequence[int]:
+        if item.columns is None:
+            return range(len(self._prefixes))
+        if any(not 0 <= column < len(self._prefixes) for column in item.columns):
+            raise ValueError(f"policy columns {item.columns} outside 0..{len(self._prefixes) - 1}")
+        return item.columns
 
 
 def _model_source(

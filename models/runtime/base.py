@@ -8,7 +8,7 @@ guard, a cross-encoder) is the model's business.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -55,6 +55,10 @@ class Encoded:
     """
 
     windows: tuple[IdArray, ...]
+    #: The policies to score (indices into `info.policies`); None: all of them. A model may
+    #: compute every policy anyway (a fixed head does) or leave the others NaN (GuardFormer,
+    #: whose cost is one model row per policy).
+    columns: tuple[int, ...] | None = field(default=None, kw_only=True)
 
     @property
     def n_tokens(self) -> int:
@@ -81,5 +85,8 @@ class GuardModel(Protocol):
         ...
 
     def score(self, batch: list[Encoded]) -> FloatArray:
-        """Probabilities of shape [len(batch), len(info.policies)], in `info.policies` order."""
+        """Probabilities of shape [len(batch), len(info.policies)], in `info.policies` order.
+
+        Columns an item's `columns` leaves out may be NaN.
+        """
         ...

@@ -9,7 +9,7 @@ by the first model that can: the embedder guard scores the policies its head was
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,6 +45,8 @@ class RoutedGuard:
         self.routes = tuple(routes)
         max_length = max(route.model.info.max_length for route in self.routes)
         self._info = ModelInfo(name, version, policies, max_length)
+        #: the first routed column of each route
+        self._starts = tuple(np.cumsum([0, *(len(route.columns) for route in self.routes)])[:-1].tolist())
 
     @property
     def info(self) -> ModelInfo:
@@ -65,13 +67,28 @@ class RoutedGuard:
         ]
 
     def score(self, batch: list[Encoded]) -> FloatArray:
-        if not batch:
-            return np.zeros((0, len(self._info.policies)), dtype=np.float32)
-        columns = []
+        """Each route's model on the items that ask for one of its policies; a route no item asks
+        for is not run (a request naming only the embedder's policies costs no GuardFormer rows)."""
+        out = np.full((len(batch), len(self._info.policies)), np.nan, dtype=np.float32)
         for index, route in enumerate(self.routes):
-            parts = [_part(item, index) for item in batch]
-            columns.append(route.model.score(parts)[:, list(route.columns)])
-        return np.concatenate(columns, axis=1).astype(np.float32)
+            start, width = self._starts[index], len(route.columns)
+            asked = [self._route_columns(item, route, start) for item in batch]
+            if not any(columns is None or columns for columns in asked):
+                continue
+            parts = [
+                replace(_part(item, index), columns=columns)
+                for item, columns in zip(batch, asked, strict=True)
+            ]
+            out[:, start : start + width] = route.model.score(parts)[:, list(route.columns)]
+        return out
+
+    @staticmethod
+    def _route_columns(item: Encoded, route: Route, start: int) -> tuple[int, ...] | None:
+        """The item's asked columns that the route scores, as columns of the route's model (None: all)."""
+        if item.columns is None:
+            return None
+        width = len(route.columns)
+        return tuple(route.columns[c - start] for c in item.columns if start <= c < start + width)
 
 
 def _part(item: Encoded, index: int) -> Encoded:

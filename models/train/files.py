@@ -1,8 +1,11 @@
 """Labeled prompts from a user's own files: JSON lines, CSV or parquet.
 
-Every file needs a text column (`text` unless told otherwise) and labels, in one of two shapes:
+Every file needs a text column (`text` unless told otherwise) and labels, in one of three shapes:
 
 - one column per policy, named by the policy id (`unsafe_content`, `prompt_injection`, ...);
+- a `policy` and a `label` column: each row labels the policy it names (the format of
+  `guardstream synth` output and of `models/train/policy_examples.jsonl`); rows naming a policy
+  outside `--policies` are skipped;
 - one `label` column that speaks for a single policy, named in a sources file (below), or
   implied when only one policy is trained.
 
@@ -139,6 +142,10 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _row_targets(row: dict[str, Any], source: FileSource, policies: Sequence[str], where: str) -> Targets:
+    named = row.get("policy")
+    if isinstance(named, str) and source.label_column in row:
+        label = parse_label(row[source.label_column], where)
+        return tuple(label if policy == named else UNKNOWN for policy in policies)
     if source.policy is not None:
         if source.label_column not in row:
             raise DataFileError(f"{where}: no {source.label_column!r} column")
@@ -174,8 +181,8 @@ def load_file(source: FileSource, policies: Sequence[str]) -> list[Example]:
         if raw is None:
             continue
         text = normalize_text(str(raw))
-        if text:
-            targets = _row_targets(row, source, policies, where)
+        targets = _row_targets(row, source, policies, where)
+        if text and any(target != UNKNOWN for target in targets):
             examples.append(Example(text, targets, _row_split(row, source, text, where), source.path.stem))
     if not examples:
         raise DataFileError(f"{source.path}: no labeled prompts")

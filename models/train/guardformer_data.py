@@ -209,6 +209,16 @@ def load_prompts(
     return list(prompts.values())
 
 
+def load_rows(paths: Iterable[Path]) -> list[Prompt]:
+    """The prompts of rows files only (`guardstream synth` output, hand-written rows)."""
+    prompts: dict[str, Prompt] = {}
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"no rows file at {path}")
+        add_handwritten(prompts, path)
+    return list(prompts.values())
+
+
 def make_pairs(
     prompts: Sequence[Prompt],
     policies: Sequence[str],

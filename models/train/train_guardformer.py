@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.guardformer.calibration import calibration_entries
 from models.guardformer.instruction import InstructionTokenizer
 from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition, load_policies
 from models.runtime.bert_onnx import encoder_dir, file_sha256
@@ -48,6 +49,7 @@ from models.train.guardformer_data import (
     HANDWRITTEN_POLICY_FILE,
     Pair,
     load_prompts,
+    load_rows,
     make_pairs,
     pair_counts,
 )
@@ -98,11 +100,23 @@ class PairEncoder:
         self._prefixes = {pid: tokenizer.encode_policy(p) for pid, p in policies.items()}
 
     def ids(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
+        """One row per pair: the policy and the prompt's first window (what training sees)."""
         windows = self.tokenizer.encode_prompts([p.text for p in pairs])
         return [
             self.tokenizer.pair(self._prefixes[pair.policy], encoded.windows[0])
             for pair, encoded in zip(pairs, windows, strict=True)
         ]
+
+    def window_ids(self, pairs: Sequence[Pair]) -> tuple[list[np.ndarray], list[int]]:
+        """Every window of every pair, and the pair each row belongs to (what serving scores)."""
+        windows = self.tokenizer.encode_prompts([p.text for p in pairs])
+        rows: list[np.ndarray] = []
+        owners: list[int] = []
+        for index, (pair, encoded) in enumerate(zip(pairs, windows, strict=True)):
+            for window in encoded.windows:
+                rows.append(self.tokenizer.pair(self._prefixes[pair.policy], window))
+                owners.append(index)
+        return rows, owners
 
     def tensors(self, ids: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         input_ids, mask = pad_windows(ids, self.tokenizer.pad_id)
@@ -155,16 +169,19 @@ def score_pairs(
     device: torch.device,
     batch_size: int = 64,
 ) -> np.ndarray:
-    """P(violation) of each pair, length-sorted batches, no gradients."""
-    ids = encoder.ids(pairs)
+    """P(violation) of each pair, the maximum over the prompt's windows as the worker scores it;
+    length-sorted batches, no gradients."""
+    ids, owners = encoder.window_ids(pairs)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    scores = np.zeros(len(ids), dtype=np.float32)
+    row_scores = np.zeros(len(ids), dtype=np.float32)
     model.eval()
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             input_ids, mask = encoder.tensors([ids[i] for i in rows], device)
-            scores[rows] = torch.sigmoid(model(mask, input_ids=input_ids)).float().cpu().numpy()
+            row_scores[rows] = torch.sigmoid(model(mask, input_ids=input_ids)).float().cpu().numpy()
+    scores = np.full(len(pairs), -np.inf, dtype=np.float32)
+    np.maximum.at(scores, np.asarray(owners, dtype=np.int64), row_scores)
     return scores
 
 
@@ -295,13 +312,30 @@ def save_model(
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+def write_calibration(out: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Record per-policy calibration shifts in the model directory's config.json."""
+    config_file = out / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["calibration"] = entries
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    shifts = {pid: (e["best_threshold"], round(e["shift"], 3)) for pid, e in entries.items()}
+    log.info("calibration (best validation threshold, logit shift): %s", shifts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="guardstream train --model guardformer",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data-dir", type=Path, required=True, help="the shared datasets (see their README)")
+    parser.add_argument("--data-dir", type=Path, help="the shared datasets (see their README)")
+    parser.add_argument(
+        "--train-rows",
+        type=Path,
+        action="append",
+        help="train only on these rows files (JSONL text/policy/label/split, e.g. `guardstream synth` "
+        "output); validation and test still come from --data-dir, else from the rows themselves",
+    )
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
     parser.add_argument("--policies", type=Path, action="append", help="policy files/dirs [starter + gip]")
     parser.add_argument("--handwritten", type=Path, default=HANDWRITTEN_POLICY_FILE, help="per-policy rows")
@@ -335,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--eval-max-positives", type=int, default=d.eval_max_positives, help="per policy and split [300]"
     )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="shift each trained policy's scores so its best validation F1 threshold lands on the "
+        "policy's threshold (models/guardformer/calibration.py; more recall, often more false "
+        "positives); `python -m models.guardformer.calibrate --max-fpr` bounds them",
+    )
     parser.add_argument("--seed", type=int, default=d.seed)
     return parser
 
@@ -361,14 +402,22 @@ def run(args: argparse.Namespace) -> int:
     eval_ids = [args.only_policy] if args.only_policy else list(policies)
     base = args.encoder_dir or encoder_dir()
     tokenizer = InstructionTokenizer(base / "tokenizer.json", settings.max_length, settings.max_policy_tokens)
+    if args.data_dir is None and not args.train_rows:
+        print("guardstream train: give --data-dir, --train-rows or both", file=sys.stderr)
+        return 2
     try:
-        prompts = load_prompts(args.data_dir, args.handwritten, [policies[i] for i in train_ids])
+        eval_prompts = train_prompts = load_rows(args.train_rows) if args.train_rows else []
+        if args.data_dir is not None:
+            eval_prompts = load_prompts(args.data_dir, args.handwritten, [policies[i] for i in train_ids])
+            train_prompts = train_prompts or eval_prompts
     except FileNotFoundError as exc:
         print(f"guardstream train: {exc}", file=sys.stderr)
         return 2
-    train_pairs = make_pairs(
-        prompts, train_ids, "train", settings.max_positives, settings.negatives_per_positive, settings.seed
-    )
+    per_policy, ratio = settings.max_positives, settings.negatives_per_positive
+    train_pairs = make_pairs(train_prompts, train_ids, "train", per_policy, ratio, settings.seed)
+    if not any(pair.label for pair in train_pairs):
+        print(f"guardstream train: no training positives for {', '.join(train_ids)}", file=sys.stderr)
+        return 2
     log.info("training pairs (positives, negatives): %s", pair_counts(train_pairs))
     device = choose_device(args.device)
     model = load_model(base, args.init_from).to(device)
@@ -383,11 +432,17 @@ def run(args: argparse.Namespace) -> int:
     thresholds = {pid: p.threshold for pid, p in policies.items()}
     report: dict[str, Any] = {}
     for split in ("validation", "test"):
-        pairs = make_pairs(prompts, eval_ids, split, settings.eval_max_positives, 2.0, seed=1)
+        pairs = make_pairs(eval_prompts, eval_ids, split, settings.eval_max_positives, 2.0, seed=1)
+        if not pairs:
+            log.info("%s: no pairs to measure", split)
+            continue
         scores = score_pairs(model, pair_encoder, pairs, device)
         report[split] = evaluate_pairs(scores, pairs, thresholds)
         log.info("%s: %s", split, {k: round(v["f1"], 3) for k, v in report[split].items()})
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.calibrate and "validation" in report:
+        best = {pid: figures["best_f1_threshold"] for pid, figures in report["validation"].items()}
+        write_calibration(out, calibration_entries([policies[i] for i in train_ids], best))
     train_record = {
         "command": "guardstream train --model guardformer " + " ".join(sys.argv[1:]),
         "settings": asdict(settings),

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import typing
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 from kubernetes_validate import utils as kv
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from referencing import Registry, Resource
 
 from worker.config import Settings
@@ -36,6 +37,7 @@ KUBERNETES_VERSIONS = ("1.29", "1.37")
 #: The custom resources, by apiVersion and kind: the CRD file (from install.sh) and the version.
 CRD_FILES = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.yaml",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh_triggerauthentications.yaml",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
 }
@@ -154,6 +156,7 @@ class KubernetesSchemas:
 
 
 def crd_file(filename: str) -> Path:
+    """The CRD file install.sh put in .local/schemas."""
     path = SCHEMAS / filename
     if not path.is_file():
         pytest.fail(f"{path} is missing: {_INSTALL_HINT}")
@@ -262,6 +265,42 @@ def container_env(
     return env
 
 
+def secret_references(objects: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """(Secret, key) pairs the objects read: secretKeyRef variables, secret volumes' items and
+    KEDA TriggerAuthentications."""
+    found: set[tuple[str, str]] = set()
+    for obj in objects:
+        if obj["kind"] == "TriggerAuthentication":
+            found |= {(ref["name"], ref["key"]) for ref in obj["spec"].get("secretTargetRef", [])}
+        if obj["kind"] not in ("StatefulSet", "Deployment"):
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    found.add((ref["name"], ref["key"]))
+        for volume in pod.get("volumes", []):
+            secret = volume.get("secret")
+            if secret:
+                assert secret.get("items"), f"volume {volume['name']} mounts every key of its Secret"
+                found |= {(secret["secretName"], item["key"]) for item in secret["items"]}
+    return found
+
+
+def secret_settings(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> set[str]:
+    """The GUARDSTREAM_* variables of the settings that hold secrets (SecretStr fields)."""
+    found: set[str] = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        variable = prefix + name.upper()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found |= secret_settings(annotation, variable + "__")
+        elif annotation is SecretStr or SecretStr in typing.get_args(annotation):
+            found.add(variable)
+    return found
+
+
 # ---------------------------------------------------------------------------------- files
 
 
@@ -304,6 +343,30 @@ def dockerfile_stages(path: Path) -> list[list[tuple[str, str]]]:
             stages.append([])
         stages[-1].append((keyword, arguments))
     return stages
+
+
+def stage_name(stage: list[tuple[str, str]]) -> str | None:
+    """The `AS name` of a stage (its first instruction is the FROM)."""
+    found = re.search(r"\bAS\s+([\w.-]+)\s*$", stage[0][1], re.IGNORECASE)
+    return found.group(1) if found else None
+
+
+def stage_parent(stage: list[tuple[str, str]]) -> str:
+    """What a stage is built FROM: an image, or an earlier stage's name."""
+    return stage[0][1].split()[0]
+
+
+def dockerfile_image(path: Path, target: str | None = None) -> list[tuple[str, str]]:
+    """The instructions that make the image of `target` (default: the last stage, what a build
+    without --target produces): the stages it is built FROM, in order, then its own."""
+    stages = dockerfile_stages(path)[1:]
+    named = {stage_name(stage): stage for stage in stages if stage_name(stage)}
+    stage = named[target] if target is not None else stages[-1]
+    chain = [stage]
+    while stage_parent(stage) in named:
+        stage = named[stage_parent(stage)]
+        chain.insert(0, stage)
+    return [instruction for stage in chain for instruction in stage]
 
 
 def dockerfile_args(path: Path) -> dict[str, str]:

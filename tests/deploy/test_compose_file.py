@@ -14,14 +14,12 @@ import pytest
 import yaml
 
 from tests.deploy.helpers import (
-    DEPLOY,
     MONITORING,
     REPO_ROOT,
     SCHEMAS,
     check_worker_environment,
-    dockerfile_args,
     dockerfile_env,
-    dockerfile_stages,
+    dockerfile_image,
 )
 from worker.app import DRAIN_TIMEOUT_S
 
@@ -121,17 +119,29 @@ def guardstream_services(services: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def image_of(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Dockerfile instructions of the image a service builds (its target, or the default)."""
+    build = service["build"]
+    return dockerfile_image(COMPOSE.parent / build["context"] / build["dockerfile"], build.get("target"))
+
+
 def test_worker_variables_are_real_settings(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    image_env = dockerfile_env(dockerfile_stages(DEPLOY / "Dockerfile")[-1])
     names = guardstream_services(services)
     assert set(names) == {"worker", "loadtest"}
     for name in names:
+        image_env = dockerfile_env(image_of(services[name]))
         env = {**image_env, **{k: str(v) for k, v in services[name]["environment"].items()}}
         settings = check_worker_environment(env, monkeypatch)
         assert settings.kafka.bootstrap_servers == "kafka:9092", name
-        assert urlparse(settings.redis.url.get_secret_value()).hostname in services, name
+    worker = check_worker_environment(
+        {**dockerfile_env(image_of(services["worker"])), **services["worker"]["environment"]}, monkeypatch
+    )
+    assert urlparse(worker.redis.url.get_secret_value()).hostname in services
+    # the ONNX cache the worker writes is the volume mounted for it
+    volumes = {m["target"]: m for m in mounts(services["worker"])}
+    assert volumes[str(worker.model.cache_dir)]["type"] == "volume"
     # no other service is handed worker settings (they would be checked by nothing)
     others = {
         name: variable
@@ -155,15 +165,52 @@ def test_worker_drains_and_reports_health(services: dict[str, dict[str, Any]]) -
     assert worker["command"] == ["worker"]
 
 
-def test_loadtest_profile(services: dict[str, dict[str, Any]]) -> None:
+def kafka_init_topics(services: dict[str, dict[str, Any]]) -> set[str]:
+    """The topics the one-shot kafka-init service creates."""
+    script = "\n".join(services["kafka-init"]["command"])
+    return set(re.findall(r"^\s*create\s+(\S+)\s", script, re.MULTILINE))
+
+
+def test_loadtest_profile(services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load generator runs `guardstream loadtest` against the stack's own worker(s): flags
+    its parser accepts, the topics kafka-init creates and the worker reads, a writable report
+    volume, and an image that has the generator's packages."""
+    from loadtest.loadgen import build_parser
+
     loadtest = services["loadtest"]
-    assert loadtest["command"][:2] == ["demo", "--no-services"]
+    assert loadtest["build"]["target"] == "loadtest" and loadtest["image"] != services["worker"]["image"]
+    assert loadtest["entrypoint"] == ["guardstream"] and loadtest["command"][0] == "loadtest"
+    args = build_parser().parse_args([str(a) for a in loadtest["command"][1:]])
+    assert args.no_worker, "the generator targets the compose workers instead of starting its own"
     assert depends_on(loadtest) == {"worker": "service_healthy"}
-    # the demo writes its worker's log into .local/ beside the installed packages
-    python = re.search(r"python:(\d+\.\d+)", dockerfile_args(DEPLOY / "Dockerfile")["PYTHON_IMAGE"])
-    assert python
-    tmpfs = [m["target"] for m in mounts(loadtest) if m["type"] == "tmpfs"]
-    assert tmpfs == [f"/opt/venv/lib/python{python.group(1)}/site-packages/.local"]
+
+    env = {**dockerfile_env(image_of(loadtest)), **loadtest["environment"]}
+    settings = check_worker_environment(env, monkeypatch)
+    worker = check_worker_environment(
+        {**dockerfile_env(image_of(services["worker"])), **services["worker"]["environment"]}, monkeypatch
+    )
+    topics = (settings.kafka.input_topic, settings.kafka.verdicts_topic, settings.kafka.dlq_topic)
+    assert topics == (worker.kafka.input_topic, worker.kafka.verdicts_topic, worker.kafka.dlq_topic)
+    assert set(topics) == kafka_init_topics(services)
+
+    # reports go to a named volume; the image creates that directory, so the volume starts out
+    # owned by the image's unprivileged user
+    [report_mount] = [m for m in mounts(loadtest) if m["type"] == "volume"]
+    assert str(args.out) == report_mount["target"]
+    runs = " ".join(a for k, a in image_of(loadtest) if k == "RUN")
+    assert re.search(rf"chown\s+\S+\s+[^&]*{re.escape(report_mount['target'])}(\s|$)", runs)
+
+
+def test_worker_ports_allow_scaling(services: dict[str, dict[str, Any]]) -> None:
+    """`docker compose up --scale worker=N` needs a host port range, one port per replica, up to
+    the partitions kafka-init gives the prompts topic."""
+    [published] = services["worker"]["ports"]
+    found = re.fullmatch(r"127\.0\.0\.1:(\d+)-(\d+):(\d+)", published)
+    assert found, published
+    first, last, container = (int(g) for g in found.groups())
+    assert str(container) == services["worker"]["environment"]["GUARDSTREAM_WEB__PORT"]
+    partitions = int(services["kafka-init"]["environment"]["PROMPTS_PARTITIONS"])
+    assert last - first + 1 == partitions
 
 
 def test_monitoring_profile_is_wired(services: dict[str, dict[str, Any]]) -> None:

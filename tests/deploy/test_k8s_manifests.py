@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,24 @@ from tests.deploy.helpers import (
     dockerfile_instructions,
     kubernetes_schemas,
     one,
+    render,
     render_combination,
+    secret_references,
+    secret_settings,
+    settings_field,
 )
 from worker.app import DRAIN_TIMEOUT_S
 from worker.config import Settings
 
 Objects = list[dict[str, Any]]
 POD_NAME = "guardstream-0"
+COMPONENTS = K8S / "components"
+GUIDE = DEPLOY / "README.md"
+#: Settings that are credentials: the SecretStr ones, and the SASL user name that goes with its
+#: password. They must come from Secrets, never from a ConfigMap or a literal value.
+CREDENTIALS = secret_settings() | {"GUARDSTREAM_KAFKA__SASL_USERNAME"}
+#: The worker's SASL mechanisms in the names of KEDA's Kafka scaler (its `sasl` parameter).
+KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
 
 #: Parameters of KEDA's kafka scaler (trigger metadata), from its documentation.
 KEDA_KAFKA_PARAMETERS = {
@@ -77,13 +90,35 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 @pytest.fixture(scope="module")
 def variants(
-    overlays: dict[str, Objects], base: Objects, tmp_path_factory: pytest.TempPathFactory
+    overlays: dict[str, Objects], base: Objects, secured: Objects, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Objects]:
-    """Every way the files combine: the two overlays, the base alone, the CPU-scaled HPA variant."""
+    """Every way the files combine: the two overlays, the base alone, the CPU-scaled HPA variant
+    (also with a secured Kafka, without KEDA), and the cpu overlay with Kafka SASL/TLS and Redis TLS."""
     hpa = render_combination(
         tmp_path_factory.mktemp("hpa") / "overlay", [K8S / "base"], [K8S / "components" / "hpa"]
     )
-    return {**overlays, "base": base, "base+hpa": hpa}
+    hpa_secured = render_combination(
+        tmp_path_factory.mktemp("hpa-secured") / "overlay",
+        [K8S / "base"],
+        [K8S / "components" / "hpa", COMPONENTS / "kafka-sasl-ssl", COMPONENTS / "redis-tls"],
+    )
+    return {
+        **overlays,
+        "base": base,
+        "base+hpa": hpa,
+        "base+hpa+secured": hpa_secured,
+        "cpu+secured": secured,
+    }
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Objects:
+    """The cpu overlay with Kafka over SASL_SSL (workers and scaler) and Redis over TLS."""
+    return render_combination(
+        tmp_path_factory.mktemp("secured") / "overlay",
+        [K8S / "overlays" / "cpu"],
+        [COMPONENTS / "kafka-sasl-ssl", COMPONENTS / "keda-kafka-sasl-ssl", COMPONENTS / "redis-tls"],
+    )
 
 
 # ------------------------------------------------------------------------------- schemas
@@ -295,6 +330,12 @@ def test_keda_scales_on_the_workers_lag(
     assert metadata["limitToPartitionsWithLag"] == "true"
     assert metadata["excludePersistentLag"] == "true"
     assert metadata.get("allowIdleConsumers", "false") == "false"  # KEDA rejects it with the above
+    # "Stuck" = no new committed offset since the previous query of the scaler. With cached
+    # metrics the queries are exactly pollingInterval apart, and a worker that makes progress
+    # commits several times in that window.
+    assert trigger["useCachedMetrics"] is True
+    assert spec["pollingInterval"] >= 5 * settings.kafka.commit_interval_s
+    assert "sasl" not in metadata and "tls" not in metadata and "authenticationRef" not in trigger
 
 
 def test_gpu_workers_take_more_lag_each(overlays: dict[str, Objects]) -> None:
@@ -357,4 +398,166 @@ def test_policies_configmap_is_a_registry_the_packaged_model_scores(base: Object
         assert shipped is not None
         assert (policy.fingerprint, policy.threshold) == (shipped.fingerprint, shipped.threshold)
     env = config_map(base, "guardstream-settings")
-    assert env["GUARDSTREAM_POLICIES__PATH"] == "/etc/guardstream/policies"
+    container = worker_container(base)
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "policies"]
+    assert env["GUARDSTREAM_POLICIES__PATH"] == mount["mountPath"]
+
+
+def test_policies_load_from_a_configmap_volume(base: Objects, tmp_path: Path) -> None:
+    """A ConfigMap volume is a directory of symlinks: each key -> ..data/key, ..data -> a
+    timestamped directory holding the files. The registry must read it as the file it came from."""
+    data = config_map(base, "guardstream-policies")
+    volume = tmp_path / "policies"
+    snapshot = volume / "..2026_11_23_10_00_00.000000001"
+    snapshot.mkdir(parents=True)
+    for key, text in data.items():
+        (snapshot / key).write_text(text)
+    (volume / "..data").symlink_to(snapshot.name)
+    for key in data:
+        (volume / key).symlink_to(Path("..data") / key)
+    mounted = load_policies(volume)
+    [(key, text)] = data.items()
+    single = tmp_path / key
+    single.write_text(text)
+    expected = load_policies(single)
+    assert [(p.id, p.version, p.threshold, p.fingerprint) for p in mounted] == [
+        (p.id, p.version, p.threshold, p.fingerprint) for p in expected
+    ]
+
+
+def test_a_policy_change_rolls_the_pods(base: Objects, tmp_path: Path) -> None:
+    """The generated ConfigMaps' names carry a hash of their content and the pod template names
+    them: a changed threshold is a new pod template, which the StatefulSet rolls out."""
+    edited = tmp_path / "base"
+    shutil.copytree(K8S / "base", edited)
+    registry = edited / "policies" / "policies.yaml"
+    text = registry.read_text()
+    changed = re.sub(r"threshold: [\d.]+", "threshold: 0.7", text, count=1)
+    assert changed != text
+    registry.write_text(changed)
+    after = render(edited)
+
+    def policies_volume(objects: Objects) -> str:
+        pod = one(objects, "StatefulSet")["spec"]["template"]["spec"]
+        [volume] = [v for v in pod["volumes"] if v["name"] == "policies"]
+        return str(volume["configMap"]["name"])
+
+    before_name, after_name = policies_volume(base), policies_volume(after)
+    assert re.fullmatch(r"guardstream-policies-[a-z0-9]{10}", before_name)
+    assert before_name != after_name
+    assert {o["metadata"]["name"] for o in after if o["kind"] == "ConfigMap"} >= {after_name}
+    template = one(base, "StatefulSet")["spec"]["template"]
+    assert template != one(after, "StatefulSet")["spec"]["template"]
+    # the settings are referenced the same way
+    [source] = worker_container(base)["envFrom"]
+    assert re.fullmatch(r"guardstream-settings-[a-z0-9]{10}", source["configMapRef"]["name"])
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def test_credentials_come_only_from_secrets(variants: dict[str, Objects]) -> None:
+    for name, objects in variants.items():
+        for cm in (o for o in objects if o["kind"] == "ConfigMap"):
+            leaked = CREDENTIALS & set(cm.get("data", {}))
+            assert not leaked, f"{name}: {sorted(leaked)} in ConfigMap {cm['metadata']['name']}"
+        for item in worker_container(objects).get("env", []):
+            if item["name"] in CREDENTIALS:
+                assert "secretKeyRef" in item.get("valueFrom", {}), f"{name}: {item['name']} is a literal"
+
+
+def test_secured_kafka_and_redis(secured: Objects, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_of(secured, monkeypatch)
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    env = {e["name"]: e for e in worker_container(secured)["env"]}
+    assert {"GUARDSTREAM_KAFKA__SASL_USERNAME", "GUARDSTREAM_KAFKA__SASL_PASSWORD"} <= set(env)
+    # the CA files the settings name are the Secret items mounted for them
+    files = mounted_secret_files(secured)
+    assert files[str(settings.kafka.ssl_cafile)] == ("guardstream-kafka", "ca.crt")
+    assert ("guardstream-redis", "ca.crt") in files.values()
+    # KEDA reads the lag with the same protocol, mechanism and credentials
+    scaled = one(secured, "ScaledObject", "guardstream")
+    [trigger] = scaled["spec"]["triggers"]
+    assert trigger["metadata"]["sasl"] == KEDA_SASL[settings.kafka.sasl_mechanism]
+    assert trigger["metadata"]["tls"] == "enable"
+    auth = one(secured, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    worker_refs = {
+        name: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for name, e in env.items()
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert refs == {
+        "username": worker_refs["GUARDSTREAM_KAFKA__SASL_USERNAME"],
+        "password": worker_refs["GUARDSTREAM_KAFKA__SASL_PASSWORD"],
+        "ca": files[str(settings.kafka.ssl_cafile)],
+    }
+
+
+def mounted_secret_files(objects: Objects) -> dict[str, tuple[str, str]]:
+    """{path in the container: (Secret, key)} for the worker's secret volumes."""
+    pod = one(objects, "StatefulSet")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    files = {}
+    for mount in worker_container(objects)["volumeMounts"]:
+        secret = volumes.get(mount["name"])
+        if secret is None:
+            continue
+        assert mount.get("readOnly") is True, mount["name"]
+        for item in secret["items"]:
+            files[f"{mount['mountPath']}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
+
+
+# -------------------------------------------------------------------------------- guide
+
+
+def guide_commands() -> list[str]:
+    """The shell commands of the guide's code blocks, continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", GUIDE.read_text(), re.DOTALL)
+    return [c.strip() for block in blocks for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+
+
+def test_the_guide_creates_the_secrets_the_manifests_read(
+    variants: dict[str, Objects], secured: Objects
+) -> None:
+    created: set[tuple[str, str]] = set()
+    for command in guide_commands():
+        found = re.search(r"create secret generic (\S+)(.*)", command)
+        if found:
+            keys = re.findall(r"--from-(?:literal|file)=([\w.-]+)=", found.group(2))
+            created |= {(found.group(1), key) for key in keys}
+    read = set().union(*(secret_references(objects) for objects in variants.values()))
+    assert read - created == set(), "the manifests read Secret keys the guide never creates"
+    assert created - read == set(), "the guide creates Secret keys nothing reads"
+    # the Redis URL of the TLS example points at the CA file the redis-tls component mounts
+    urls = [u for c in guide_commands() for u in re.findall(r"url='(rediss://[^']+)'", c)]
+    [ca_path] = [re.search(r"ssl_ca_certs=([^&']+)", u).group(1) for u in urls]  # type: ignore[union-attr]
+    assert mounted_secret_files(secured)[ca_path] == ("guardstream-redis", "ca.crt")
+
+
+def test_the_guide_names_real_kustomizations() -> None:
+    text = GUIDE.read_text()
+    directories = re.findall(r"(?:apply -k|kubectl kustomize|kustomize build)\s+(deploy/[\w./-]*\w)", text)
+    assert directories
+    for directory in directories:
+        assert (REPO_ROOT / directory / "kustomization.yaml").is_file(), directory
+    components = set(re.findall(r"(?:\.\./\.\./)?components/([\w-]+)", text))
+    assert {"keda", "hpa", "kafka-sasl-ssl", "keda-kafka-sasl-ssl", "redis-tls"} <= components
+    for component in components:
+        assert (COMPONENTS / component / "kustomization.yaml").is_file(), component
+
+
+def test_every_setting_the_deployment_files_name_exists() -> None:
+    """Comments and the guide name settings too (GUARDSTREAM_BATCHING__PIPELINE_DEPTH, ...): a
+    renamed setting must not survive there. deploy/local's scripts have variables of their own."""
+    files = [p for p in DEPLOY.rglob("*") if p.is_file() and "local" not in p.relative_to(DEPLOY).parts]
+    files.append(REPO_ROOT / "docker-compose.yml")
+    unknown = {
+        f"{path.relative_to(REPO_ROOT)}: {name}"
+        for path in files
+        if not path.name.endswith(".lock")
+        for name in re.findall(r"\bGUARDSTREAM_[A-Z][A-Z0-9_]*", path.read_text())
+        if settings_field(name) is None
+    }
+    assert not unknown, sorted(unknown)

@@ -85,7 +85,27 @@ def test_dashboard_shows_what_operators_need() -> None:
     quantiles = [e for e in exprs if "guardstream_end_to_end_latency_seconds_bucket" in e]
     assert {re.search(r"histogram_quantile\(([\d.]+)", e).group(1) for e in quantiles} >= {"0.5", "0.99"}  # type: ignore[union-attr]
     assert any("guardstream_dead_letters_total" in e and "reason" in grouping_labels(e) for e in exprs)
-    assert {"Dead letters by reason", "End-to-end latency", "Consumer lag by partition"} <= titles
+    assert {
+        "Dead letters by reason",
+        "End-to-end latency",
+        "Consumer lag by partition",
+        "Model busy per worker",
+    } <= titles
+
+
+def test_dashboard_shows_how_busy_each_model_is() -> None:
+    """Model busy: the seconds of model time per second of each worker, a share between 0 and 1
+    (guardstream_model_latency_seconds measures the model's own time per call)."""
+    [panel] = [p for p in dashboard_panels() if p["title"] == "Model busy per worker"]
+    [target] = panel["targets"]
+    expr = target["expr"]
+    assert metric_names(expr) == {"guardstream_model_latency_seconds_sum"}
+    busy = r"sum by \(([\w, ]+)\) \(rate\(guardstream_model_latency_seconds_sum\{[^}]*\}\[[^]]+\]\)\)"
+    assert re.fullmatch(busy, expr)
+    assert "pod" in grouping_labels(expr)
+    defaults = panel["fieldConfig"]["defaults"]
+    assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
+    assert "{{pod}}" in target["legendFormat"]
 
 
 def test_dashboard_structure() -> None:

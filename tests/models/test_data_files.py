@@ -116,6 +116,23 @@ def test_plain_label_column_needs_one_policy(tmp_path: Path) -> None:
         load_sources_examples(plain_sources([path], POLICIES))
 
 
+def test_policy_rows_label_the_policy_they_name(tmp_path: Path) -> None:
+    """Rows of `guardstream synth` / policy_examples.jsonl: one policy's label per row."""
+    rows = [
+        {"text": "What can I deduct as a freelancer?", "policy": "tax_advice", "label": 1, "split": "test"},
+        {"text": "What is VAT?", "policy": "tax_advice", "label": 0, "split": "test"},
+        {"text": "Which stock should I buy?", "policy": "financial_advice", "label": 1, "split": "test"},
+    ]
+    path = write_jsonl(tmp_path / "synthetic.jsonl", rows)
+    examples = load_sources_examples(plain_sources([path], ("tax_advice",)))
+    assert [(e.text, e.targets) for e in examples] == [
+        ("What can I deduct as a freelancer?", (1,)),
+        ("What is VAT?", (0,)),
+    ]
+    both = load_sources_examples(plain_sources([path], ("tax_advice", "financial_advice")))
+    assert [e.targets for e in both] == [(1, UNKNOWN), (0, UNKNOWN), (UNKNOWN, 1)]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,9 @@ from models.guardformer.guard import GuardFormerGuard
 from models.guardformer.instruction import InstructionTokenizer, instruction_text, policy_text
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
 from models.runtime import bert_onnx
+from models.runtime.base import Encoded, FloatArray, IdArray
 from models.runtime.loader import load_model
+from models.runtime.routing import RoutedGuard
 from models.train.guardformer_data import Pair
 from models.train.guardformer_model import (
     GuardFormerModel,
@@ -186,10 +190,13 @@ def test_onnx_guard_scores_equal_torch(
     save_model(tmp_path, model, bert_onnx.encoder_dir(), settings, list(policies), "tiny-gf", "0.0.1")
     guard = GuardFormerGuard.load(tmp_path, policies, device="cpu", cache_dir=tmp_path / "cache")
     texts = [*PROMPTS, " ".join(f"token{i}" for i in range(120))]
-    onnx_scores = guard.score(guard.encode([guard.normalize(t) for t in texts[:4]]))
+    normalized = [guard.normalize(t) for t in texts]
+    encoded = guard.encode(normalized)
+    assert len(encoded[4].windows) > 1  # the long prompt: torch must take the maximum too
+    onnx_scores = guard.score(encoded)
     encoder = PairEncoder(tokenizer, {p.id: p for p in policies})
-    rows = [Pair(p.id, guard.normalize(t), 0, "test") for t in texts[:4] for p in policies]
-    torch_scores = score_pairs(model, encoder, rows, torch.device("cpu")).reshape(4, len(policies))
+    rows = [Pair(p.id, t, 0, "test") for t in normalized for p in policies]
+    torch_scores = score_pairs(model, encoder, rows, torch.device("cpu")).reshape(5, len(policies))
     np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4)
     assert guard.info.policy_ids == policies.ids
     assert all(p.fingerprint for p in guard.info.policies)
@@ -236,6 +243,66 @@ def test_registry_routes_known_policies_to_the_embedder_and_the_rest_to_guardfor
         np.testing.assert_allclose(scores[policy_id], theirs[:, column], atol=1e-6)
     thresholds = {p.id: p.threshold for p in routed.info.policies}
     assert thresholds == {p.id: p.threshold for p in policies}
+
+
+def test_only_the_asked_policies_are_run(
+    tiny_guardformer_dir: Path, policies: PolicySet, tmp_path: Path
+) -> None:
+    guard = GuardFormerGuard.load(tiny_guardformer_dir, policies, device="cpu", cache_dir=tmp_path / "cache")
+    encoded = guard.encode([guard.normalize(t) for t in PROMPTS[:3]])
+    full = guard.score(encoded)
+    asked = [replace(encoded[0], columns=(1, 3)), replace(encoded[1], columns=()), encoded[2]]
+    runs: list[int] = []
+    run_windows = guard.runner.run_windows
+
+    def counting_run_windows(rows: Sequence[IdArray]) -> FloatArray:
+        runs.append(len(rows))
+        return run_windows(rows)
+
+    guard.runner.run_windows = counting_run_windows  # type: ignore[method-assign,assignment]
+    partial = guard.score(asked)
+    assert runs == [2 + len(policies)]  # one row per asked (prompt, policy) pair, nothing else
+    np.testing.assert_allclose(partial[0, [1, 3]], full[0, [1, 3]], atol=1e-6)
+    assert np.isnan(np.delete(partial[0], [1, 3])).all() and np.isnan(partial[1]).all()
+    np.testing.assert_allclose(partial[2], full[2], atol=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        guard.score([replace(encoded[0], columns=(len(policies),))])
+
+
+def test_routing_skips_a_model_no_request_asks_for(
+    tiny_guardformer_dir: Path, policies: PolicySet, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        {
+            "model": {
+                "device": "cpu",
+                "cache_dir": tmp_path / "cache",
+                "guardformer_path": tiny_guardformer_dir,
+            },
+            "policies": {"path": DEFAULT_POLICY_DIR},
+        }
+    )
+    routed = load_guard_model(settings)
+    assert isinstance(routed, RoutedGuard)
+    guardformer = routed.routes[1].model
+    calls: list[list[tuple[int, ...] | None]] = []
+    score = guardformer.score
+
+    def recording_score(batch: list[Encoded]) -> FloatArray:
+        calls.append([e.columns for e in batch])
+        return score(batch)
+
+    guardformer.score = recording_score  # type: ignore[method-assign]
+    ids = routed.info.policy_ids
+    encoded = routed.encode([routed.normalize(t) for t in PROMPTS[:2]])
+    embedder_only = (ids.index("prompt_injection"),)
+    scores = routed.score([replace(e, columns=embedder_only) for e in encoded])
+    assert calls == [] and not np.isnan(scores[:, embedder_only]).any()
+    tax = ids.index("tax_advice")
+    scores = routed.score([replace(encoded[0], columns=(tax,)), replace(encoded[1], columns=embedder_only)])
+    local_tax = routed.routes[1].columns[tax - len(routed.routes[0].columns)]
+    assert calls == [[(local_tax,), ()]]
+    assert not np.isnan(scores[0, tax]) and np.isnan(scores[1, tax])
 
 
 def test_a_policy_no_model_scores_is_a_clear_start_up_error(tmp_path: Path) -> None:

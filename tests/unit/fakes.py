@@ -22,6 +22,7 @@ class KeywordModel:
 
     def __init__(self, fail_on: str | None = None) -> None:
         self.calls: list[int] = []
+        self.asked: list[tuple[int, ...] | None] = []  # each scored item's columns
         self.fail_on = fail_on
         self._texts: dict[int, str] = {}
 
@@ -48,6 +49,7 @@ class KeywordModel:
 
     def score(self, batch: list[Encoded]) -> FloatArray:
         self.calls.append(len(batch))
+        self.asked += [item.columns for item in batch]
         rows = []
         for item in batch:
             text = self._texts[int(item.windows[0][0])]

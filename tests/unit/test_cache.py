@@ -21,6 +21,17 @@ def test_key_changes_with_text_model_version_and_policy_version() -> None:
     assert cache_key("p:", dataclasses.replace(INFO, policies=changed), "hello") != base
 
 
+def test_a_subset_key_depends_on_the_subset_policies_alone() -> None:
+    """A request for some policies is cached apart, and only those policies' changes move it."""
+    subset = cache_key("p:", INFO, "hello", columns=(1,))
+    assert subset != cache_key("p:", INFO, "hello")
+    assert subset == cache_key("p:", INFO, "hello", columns=(1,))
+    other_changed = (Policy("unsafe_content", "9", 0.5), INFO.policies[1])
+    assert cache_key("p:", dataclasses.replace(INFO, policies=other_changed), "hello", columns=(1,)) == subset
+    own_changed = (INFO.policies[0], Policy("prompt_injection", "3", 0.5))
+    assert cache_key("p:", dataclasses.replace(INFO, policies=own_changed), "hello", columns=(1,)) != subset
+
+
 def test_threshold_change_keeps_the_key() -> None:
     """Scores do not depend on thresholds, so cached scores stay valid when one moves."""
     moved = (Policy("unsafe_content", "1", 0.9), INFO.policies[1])

@@ -1,0 +1,101 @@
+"""Calibration shifts: the best threshold lands on the policy's, order kept, reworded policies raw."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.guardformer.calibrate import chosen_threshold
+from models.guardformer.calibration import (
+    THRESHOLD_RANGE,
+    apply_shifts,
+    calibration_entries,
+    shifts_for,
+)
+from models.guardformer.guard import GuardFormerGuard
+from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
+from models.runtime import bert_onnx
+from models.runtime.base import Policy
+from models.train.guardformer_model import GuardFormerModel
+from models.train.torch_encoder import SentenceEncoder
+from models.train.train_guardformer import TrainSettings, save_model
+from tests.tiny_models import tiny_bert_config
+
+
+@pytest.fixture(scope="module")
+def starter() -> PolicySet:
+    return load_policies(DEFAULT_POLICY_DIR)
+
+
+@pytest.fixture(scope="module")
+def tiny_guardformer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = GuardFormerModel(SentenceEncoder.from_config(tiny_bert_config(128)), head_hidden=16).eval()
+    out = tmp_path_factory.mktemp("tiny-guardformer")
+    settings = TrainSettings(max_length=128, max_policy_tokens=48)
+    save_model(out, model, bert_onnx.encoder_dir(), settings, [], "tiny-guardformer", "0.0.1")
+    return out
+
+
+def infos(policies: PolicySet) -> list[Policy]:
+    return [Policy(p.id, p.version, p.threshold, p.fingerprint) for p in policies]
+
+
+def test_the_best_threshold_lands_on_the_policy_threshold(starter: PolicySet) -> None:
+    legal, tax = starter.get("legal_advice"), starter.get("tax_advice")
+    assert legal is not None and tax is not None
+    entries = calibration_entries([legal, tax], {"legal_advice": 0.12})
+    assert set(entries) == {"legal_advice"}  # tax has no measured threshold
+    shifts = shifts_for(infos(PolicySet((legal, tax))), entries)
+    moved = apply_shifts(np.array([[0.12, 0.12], [0.05, 0.3], [0.6, np.nan]], dtype=np.float32), shifts)
+    assert moved[0, 0] == pytest.approx(legal.threshold, abs=1e-5)
+    assert moved[1, 0] < moved[0, 0] < moved[2, 0]  # order kept
+    np.testing.assert_allclose(moved[:2, 1], [0.12, 0.3])  # uncalibrated column untouched
+    assert np.isnan(moved[2, 1])
+
+
+def test_extreme_thresholds_are_clipped(starter: PolicySet) -> None:
+    legal = starter.get("legal_advice")
+    assert legal is not None
+    entry = calibration_entries([legal], {"legal_advice": 1e-6})["legal_advice"]
+    assert entry["best_threshold"] == THRESHOLD_RANGE[0]
+
+
+def test_a_reworded_policy_is_scored_raw(starter: PolicySet) -> None:
+    legal = starter.get("legal_advice")
+    assert legal is not None
+    entries = calibration_entries([legal], {"legal_advice": 0.2})
+    reworded = dataclasses.replace(legal, description=legal.description + " Also wills.")
+    assert reworded.fingerprint != legal.fingerprint
+    assert shifts_for(infos(PolicySet((reworded,))), entries).tolist() == [0.0]
+    assert shifts_for(infos(PolicySet((legal,))), entries).tolist() != [0.0]
+
+
+def test_the_served_guard_applies_its_calibration(
+    tiny_guardformer_dir: Path, starter: PolicySet, tmp_path: Path
+) -> None:
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(tiny_guardformer_dir, calibrated)
+    config = json.loads((calibrated / "config.json").read_text())
+    config["calibration"] = calibration_entries(starter, {"tax_advice": 0.3, "legal_advice": 0.7})
+    (calibrated / "config.json").write_text(json.dumps(config))
+    cache = tmp_path / "cache"
+    raw = GuardFormerGuard.load(tiny_guardformer_dir, starter, device="cpu", cache_dir=cache)
+    guard = GuardFormerGuard.load(calibrated, starter, device="cpu", cache_dir=cache)
+    texts = ["How should I file my taxes?", "Can I sue my landlord?"]
+    expected = apply_shifts(raw.score(raw.encode(texts)), guard.shifts)
+    np.testing.assert_allclose(guard.score(guard.encode(texts)), expected, atol=1e-6)
+    assert np.count_nonzero(guard.shifts) == 2
+
+
+def test_a_false_positive_bound_picks_a_stricter_threshold() -> None:
+    y = np.array([1, 1, 1, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.4, 0.3, 0.35, 0.2, 0.1, 0.05])
+    assert chosen_threshold(y, scores, None) == pytest.approx(0.3)  # F1 0.857, one false positive
+    assert chosen_threshold(y, scores, 0.0) == pytest.approx(0.4)  # no false positive allowed
