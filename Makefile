@@ -42,7 +42,8 @@ lock:
 	$(BIN)/python -m pip install -q uv
 	$(BIN)/uv pip compile pyproject.toml requirements/encoder.in --overrides requirements/overrides.txt \
 	  --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements/worker.lock
-	$(BIN)/uv pip compile pyproject.toml requirements/encoder.in --extra dev --extra train -c requirements/worker.lock \
+	$(BIN)/uv pip compile pyproject.toml requirements/encoder.in requirements/generator.in \
+	  --extra dev --extra train --extra synth -c requirements/worker.lock \
 	  --overrides requirements/overrides.txt --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements/dev.lock
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything guardstream needs on a fresh Debian machine, idempotently:
 #   - redis-server (apt), Java 17 and Maven are expected (apt-installed when missing)
-#   - a virtualenv in .venv with the locked worker, dev and training dependencies (torch included;
-#     --worker-only: the worker's alone, no torch)
+#   - a virtualenv in .venv with the locked worker, dev, training and synth dependencies (torch
+#     included; --worker-only: the worker's alone, no torch)
+#   - g++, cmake and make (apt-installed when missing, not with --worker-only): llama-cpp-python
+#     is compiled from source the first time (about 5 minutes on 2 cores; uv caches the wheel)
 #   - the project itself, editable
 #   - the Kafka broker jars from Maven Central (via services.sh on first start)
 #   - for the deployment tests (not with --worker-only), into .local/: kustomize, the KEDA and
@@ -26,6 +28,13 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v curl >/dev/null || missing+=(curl ca-certificates)
 command -v openssl >/dev/null || missing+=(openssl)  # TLS certificates of the secured-services tests
+if [ "${1:-}" != "--worker-only" ]; then
+  # llama-cpp-python (dev lock, synth extra) is a source distribution: uv compiles llama.cpp
+  # with these, in an isolated build environment that takes scikit-build-core from PyPI.
+  command -v g++ >/dev/null || missing+=(g++)
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v make >/dev/null || missing+=(make)
+fi
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== apt-get install ${missing[*]}"
@@ -36,8 +45,12 @@ fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "guardstream needs Python 3.11+; $PYTHON is $("$PYTHON" --version)" >&2; exit 1; }
 
+# llama.cpp (llama-cpp-python, dev lock) is built for x86-64 with AVX2 (GGML_NATIVE=OFF), not for
+# this CPU: a native build uses AMX tile instructions wherever the CPU lists them, and they fault
+# on kernels that do not grant AMX to processes. uv keys its cached wheel by these settings.
+LLAMA_CPP_BUILD=cmake.define.GGML_NATIVE=OFF
 stamp=$VENV/.guardstream-lock.sha256
-want=$(cat "$LOCK" "$REPO_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
+want=$( (cat "$LOCK" "$REPO_ROOT/pyproject.toml"; echo "$LLAMA_CPP_BUILD") | sha256sum | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating $VENV"
   "$PYTHON" -m venv "$VENV"
@@ -45,9 +58,11 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # uv installs the locked wheels (torch and its CUDA libraries are several GB in dev.lock) from
   # its cache in seconds after the first time; pip would unpack them again on every fresh venv.
-  echo "== installing ${LOCK#"$REPO_ROOT"/} (several minutes the first time: torch is in the dev lock)"
+  echo "== installing ${LOCK#"$REPO_ROOT"/} (several minutes the first time: torch is in the dev lock," \
+    "llama-cpp-python is compiled)"
   "$VENV/bin/python" -m pip install -q --upgrade pip "uv==$UV_VERSION"
-  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps --require-hashes -r "$LOCK"
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps --require-hashes \
+    --config-settings "$LLAMA_CPP_BUILD" -r "$LOCK"
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e "$REPO_ROOT"
   echo "$want" > "$stamp"
 fi
@@ -116,7 +131,7 @@ install_deploy_tools() {
     GOBIN=$TOOLS_DIR "$go" install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
   fi
   local stamp=$SCHEMA_DIR/.versions
-  local want="keda=$KEDA_VERSION prometheus-operator=$PROMETHEUS_OPERATOR_VERSION compose-go=$COMPOSE_GO_VERSION"
+  local want="schemas=2 keda=$KEDA_VERSION prometheus-operator=$PROMETHEUS_OPERATOR_VERSION compose-go=$COMPOSE_GO_VERSION"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "== schemas: KEDA $KEDA_VERSION, Prometheus operator $PROMETHEUS_OPERATOR_VERSION CRDs," \
       "Compose spec (compose-go $COMPOSE_GO_VERSION) into ${SCHEMA_DIR#"$REPO_ROOT"/}"
@@ -125,6 +140,7 @@ install_deploy_tools() {
     prom=$(module_dir "$go" "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
     compose=$(module_dir "$go" "github.com/compose-spec/compose-go/v2@$COMPOSE_GO_VERSION")
     install -m 0644 "$keda/config/crd/bases/keda.sh_scaledobjects.yaml" "$SCHEMA_DIR/"
+    install -m 0644 "$keda/config/crd/bases/keda.sh_triggerauthentications.yaml" "$SCHEMA_DIR/"
     install -m 0644 "$prom/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$SCHEMA_DIR/"
     install -m 0644 "$prom/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" "$SCHEMA_DIR/"
     install -m 0644 "$compose/schema/compose-spec.json" "$SCHEMA_DIR/"
