@@ -28,10 +28,9 @@ from models.merge.search import Candidate
 from models.merge.weights import MergeError, ModelWeights, Weights, split_weights
 from models.policies import PolicyDefinition
 from models.text import normalize_text
-from models.train import metrics
 from models.train.guardformer_data import Pair, load_prompts, make_pairs
 from models.train.guardformer_model import GuardFormerModel
-from models.train.train_guardformer import PairEncoder, load_model, score_pairs
+from models.train.train_guardformer import PairEncoder, evaluate_pairs, load_model, score_pairs
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +108,8 @@ def policy_metrics(
     scores: np.ndarray, pairs: Sequence[Pair], thresholds: Mapping[str, float]
 ) -> dict[str, dict[str, float]]:
     """Per policy: F1, AUPRC, precision, recall, FPR and counts at the policy's threshold."""
-    report: dict[str, dict[str, float]] = {}
-    for policy in sorted({p.policy for p in pairs}):
-        rows = [i for i, p in enumerate(pairs) if p.policy == policy]
-        y = np.asarray([pairs[i].label for i in rows], dtype=np.int64)
-        found = metrics.binary_metrics(y, scores[rows], thresholds[policy])
-        report[policy] = {name: found[name] for name in REPORTED_METRICS}
-    return report
+    found = evaluate_pairs(scores, pairs, dict(thresholds))
+    return {policy: {name: figures[name] for name in REPORTED_METRICS} for policy, figures in found.items()}
 
 
 def mean_f1(per_policy: Mapping[str, Mapping[str, float]]) -> float:

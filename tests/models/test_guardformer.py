@@ -31,7 +31,7 @@ from models.train.torch_encoder import SentenceEncoder
 from models.train.train_guardformer import PairEncoder, TrainSettings, save_model, score_pairs
 from tests.tiny_models import tiny_bert_config
 from worker.app import ModelSetupError, load_guard_model
-from worker.config import load_settings
+from worker.config import Settings, load_settings
 
 MAX_LENGTH, POLICY_TOKENS = 64, 24
 PROMPTS = [
@@ -213,19 +213,16 @@ def tiny_guardformer_dir(tmp_path_factory: pytest.TempPathFactory, policies: Pol
     return out
 
 
+def starter_with_guardformer(guardformer_dir: Path, tmp_path: Path) -> Settings:
+    """The starter registry: the embedder's policies and the tiny GuardFormer for the rest."""
+    model = {"device": "cpu", "cache_dir": tmp_path / "cache", "guardformer_path": guardformer_dir}
+    return load_settings({"model": model, "policies": {"path": DEFAULT_POLICY_DIR}})
+
+
 def test_registry_routes_known_policies_to_the_embedder_and_the_rest_to_guardformer(
     tiny_guardformer_dir: Path, policies: PolicySet, tmp_path: Path
 ) -> None:
-    settings = load_settings(
-        {
-            "model": {
-                "device": "cpu",
-                "cache_dir": tmp_path / "cache",
-                "guardformer_path": tiny_guardformer_dir,
-            },
-            "policies": {"path": DEFAULT_POLICY_DIR},
-        }
-    )
+    settings = starter_with_guardformer(tiny_guardformer_dir, tmp_path)
     routed = load_guard_model(settings)
     assert set(routed.info.policy_ids) == set(policies.ids)
     texts = [routed.normalize(t) for t in PROMPTS]
@@ -272,16 +269,7 @@ def test_only_the_asked_policies_are_run(
 def test_routing_skips_a_model_no_request_asks_for(
     tiny_guardformer_dir: Path, policies: PolicySet, tmp_path: Path
 ) -> None:
-    settings = load_settings(
-        {
-            "model": {
-                "device": "cpu",
-                "cache_dir": tmp_path / "cache",
-                "guardformer_path": tiny_guardformer_dir,
-            },
-            "policies": {"path": DEFAULT_POLICY_DIR},
-        }
-    )
+    settings = starter_with_guardformer(tiny_guardformer_dir, tmp_path)
     routed = load_guard_model(settings)
     assert isinstance(routed, RoutedGuard)
     guardformer = routed.routes[1].model
