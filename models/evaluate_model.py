@@ -2,12 +2,17 @@ r"""`guardstream eval`: measure one or more model directories on labeled prompts
 
     guardstream eval models/artifacts/embedder-minilm --data-dir ../shared/data --split test
     guardstream eval my-guard other-guard --data labeled.csv --json eval.json --plot pr.png
+    guardstream eval my-guard --verdict --data ../shared/data/benchmarks/*.jsonl --json bench.json
 
 Each model scores the prompts exactly as the worker does (its normalization, windows, ONNX
 Runtime session and thresholds). Per policy the data labels: accuracy, precision, recall, F1,
 false-positive rate, AUPRC and recall at 1% false-positive rate; per model: texts/s in batches
 and per-input latency (p50/p99, one prompt at a time). Prints a table; `--json` writes every
 figure, `--plot` a precision-recall curve per model and policy.
+
+`--verdict` judges the model as a user does, on files with a single `label` column (1 = should be
+blocked): verdict = block when any policy is flagged, each file reported on its own, with each
+policy's recall and false-positive rate beside the verdict's (see `models.eval_verdict`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from models.eval_verdict import LabeledFile, format_verdict_table, load_labeled_file, verdict_report
 from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
 from models.runtime.base import FloatArray, GuardModel
 from models.runtime.loader import load_model
@@ -58,6 +64,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=Path,
         nargs="+",
         help="policy files / directories a GuardFormer model is asked about [the starter set]",
+    )
+    parser.add_argument(
+        "--verdict",
+        action="store_true",
+        help="score --data files with one `label` column: verdict = block when any policy is flagged",
+    )
+    parser.add_argument(
+        "--by-category",
+        type=int,
+        default=0,
+        metavar="DEPTH",
+        help="with --verdict: share blocked per category (its first DEPTH `|` fields) [off]",
     )
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, default=None, help="write precision-recall curves to this PNG")
@@ -117,11 +135,12 @@ def policy_metrics(
     return out
 
 
-def asked_policies(args: argparse.Namespace, data_policies: Sequence[str]) -> PolicySet | None:
-    """What a GuardFormer model scores: the policies of --policy-files the data labels (None: none)."""
+def asked_policies(args: argparse.Namespace, data_policies: Sequence[str] | None = None) -> PolicySet | None:
+    """What a GuardFormer model scores: the policies of --policy-files (those the data labels, when
+    it names them); None when that leaves none."""
     files = args.policy_files or [DEFAULT_POLICY_DIR]
     registry = PolicySet(tuple(p for path in files for p in load_policies(path)))
-    asked = PolicySet(tuple(p for p in registry if p.id in data_policies))
+    asked = PolicySet(tuple(p for p in registry if data_policies is None or p.id in data_policies))
     return asked or None
 
 
@@ -203,6 +222,39 @@ def plot_curves(
     plt.close(figure)
 
 
+def evaluate_verdicts(path: Path, files: Sequence[LabeledFile], args: argparse.Namespace) -> dict[str, Any]:
+    """The verdict report of one model on each file."""
+    model = load_model(path, device=args.device, intra_op_threads=args.threads, policies=asked_policies(args))
+    reports, texts, seconds = [], 0, 0.0
+    for data in files:
+        log.info("%s: %d prompts", data.name, len(data.texts))
+        scores, elapsed = score_all(model, data.texts, args.batch_size)
+        reports.append(verdict_report(model, data, scores, args.by_category))
+        texts, seconds = texts + len(data.texts), seconds + elapsed
+    return {
+        "model": {
+            "path": str(path),
+            "name": model.info.name,
+            "version": model.info.version,
+            "device": model.device,
+        },
+        "thresholds": {p.id: p.threshold for p in model.info.policies},
+        "texts_per_s": texts / seconds if seconds else float("nan"),
+        "files": reports,
+    }
+
+
+def run_verdicts(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if not args.data or args.data_dir is not None or args.sources is not None:
+        raise DataFileError("--verdict scores --data files (one `label` column each)")
+    files = [load_labeled_file(path) for path in args.data]
+    if args.limit is not None:
+        files = [
+            LabeledFile(f.path, f.texts[: args.limit], f.labels[: args.limit], f.categories) for f in files
+        ]
+    return [evaluate_verdicts(path, files, args) for path in args.models]
+
+
 def run_eval(args: argparse.Namespace) -> list[dict[str, Any]]:
     policies, examples = load_examples(args)
     split = args.split or ("test" if args.data_dir is not None else "all")
@@ -219,11 +271,11 @@ def run_eval(args: argparse.Namespace) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     """Entry point of `guardstream eval`: 0, or 2 with a message for bad data or model directories."""
     try:
-        results = run_eval(args)
+        results = run_verdicts(args) if args.verdict else run_eval(args)
     except (DataFileError, PolicyError, FileNotFoundError, ValueError) as exc:
         print(f"guardstream eval: {exc}", file=sys.stderr)
         return 2
-    print(format_table(results))
+    print(format_verdict_table(results) if args.verdict else format_table(results))
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,57 +1,59 @@
 """Training examples for the two policies, built from the shared JSONL datasets.
 
 Every example has one target per policy: 1 (violates), 0 (does not) or -1 (unknown: left out of
-that policy's loss and metrics). The mapping from a dataset row to targets:
-
-- benign rows (label 0) of every dataset, and the hand-written edgy benign prompts: 0 for both;
-- plain harmful requests (advbench, harmbench, strongreject, malicious_instruct, toxigen hateful
-  statements, verazuo forbidden questions in harm categories, the HarmBench rows of neuralchemy):
-  unsafe_content 1, prompt_injection 0 (a harmful request is not an injection);
-- HarmBench copyright requests: unsafe_content unknown (an IP matter, not harmful content);
-- verazuo topic questions (financial, legal, health advice, political lobbying): 0 for both,
-  "Gov Decision" questions mix harmful and harmless ones: unsafe_content unknown;
-- prompt injections (slabs_pi, neuralchemy, yanismiraoui): prompt_injection 1, unsafe_content 0,
-  except neuralchemy's jailbreak-style categories, whose payload may be harmful: unknown;
-- jailbreak templates (verazuo jailbreak prompts, giskard): prompt_injection 1, unsafe_content
-  unknown (the template is not a request; the payload is a placeholder);
-- jailbreak attacks around a harmful request (jbb_artifacts, wildguard jailbreaks in
-  neuralchemy): 1 for both.
+that policy's loss and metrics). What each dataset row means is written down in
+`models.train.sources` (the mapping, file by file, and the held-out sources).
 
 Splits: the datasets' own train/validation/test where they have them, else a hash of the text
-(70/15/15). HarmBench (also HarmBench rows inside neuralchemy) and yanismiraoui are held out
-whole, for recall on unseen sources. Exact duplicates (after normalization, case-insensitive)
-are merged, keeping the most held-out split; conflicting targets become unknown.
+(70/15/15). The held-out sources (`sources.HELDOUT_GROUPS`) go whole to `heldout`: never trained
+on; the model, its epochs and its thresholds are chosen there. Exact duplicates (after
+normalization, case-insensitive) are merged, keeping the most held-out split; conflicting targets
+become unknown.
+
+Balance: in the train split every (source group, targets) cell is capped at `TRAIN_CAP` prompts
+(the ones kept are chosen by a hash of the text, so reruns keep the same), so no single source
+and label dominates (Civil Comments, Davidson, S-Labs and the multilingual files are each larger
+than the cap). Validation, test and held-out rows are never capped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from models.text import normalize_text
+from models.train.sources import (
+    DATASETS,
+    HELDOUT_GROUPS,
+    POLICIES,
+    UNKNOWN,
+    Mapped,
+    Targets,
+    hash_bucket,
+    hash_split,
+    map_file,
+    row_mapping,
+)
 
-POLICIES = ("unsafe_content", "prompt_injection")
 SPLITS = ("train", "validation", "test", "heldout")
-HELDOUT_GROUPS = frozenset({"harmbench", "yanismiraoui"})
-UNKNOWN = -1
-#: One target per policy, in the order of the policies trained.
-Targets = tuple[int, ...]
+#: Most training prompts of one (source group, targets) cell.
+TRAIN_CAP = 2000
 
-_HARMFUL_FILES = ("advbench", "strongreject", "malicious_instruct")
-#: Source group of each dataset file (its stem when not listed).
-_GROUPS = {
-    "slabs_pi": "slabs",
-    "neuralchemy_pi": "neuralchemy",
-    "yanismiraoui_pi": "yanismiraoui",
-    "giskard_prompt_injections": "giskard",
-    "verazuo_jailbreak_llms": "verazuo",
-}
-_TOPIC_BENIGN = frozenset({"Financial Advice", "Legal Opinion", "Health Consultation", "Political Lobbying"})
-_JAILBREAK_STYLE = frozenset({"jailbreak", "adversarial", "crescendo", "many_shot"})
+__all__ = [
+    "DATASETS",
+    "HELDOUT_GROUPS",
+    "POLICIES",
+    "SPLITS",
+    "UNKNOWN",
+    "Example",
+    "Targets",
+    "hash_split",
+    "row_mapping",
+]
 
 
 @dataclass(frozen=True)
@@ -65,63 +67,11 @@ class Example:
     category: str | None = None
 
 
-def _neuralchemy_targets(row: dict[str, Any]) -> tuple[str, Targets]:
-    subset = row["source"].rsplit("(", 1)[-1].rstrip(")")
-    if subset == "harmbench":
-        return "harmbench", (1, 0)
-    if row["label"] == 0:
-        return "neuralchemy", (0, 0)
-    if subset == "wildguard_judgecomp":
-        return "neuralchemy", (1, 1)
-    unsafe = UNKNOWN if row["category"] in _JAILBREAK_STYLE else 0
-    return "neuralchemy", (unsafe, 1)
-
-
-def _verazuo_targets(row: dict[str, Any]) -> Targets:
-    category = row["category"] or ""
-    if category.startswith("jailbreak="):
-        return (UNKNOWN, 1)
-    if category in _TOPIC_BENIGN:
-        return (0, 0)
-    if category == "Gov Decision":
-        return (UNKNOWN, 0)
-    return (1, 0)
-
-
-def _targets(name: str, row: dict[str, Any]) -> Targets:
-    if row["label"] == 0:
-        return (0, 0)
-    if name in _HARMFUL_FILES or name == "toxigen":
-        return (1, 0)
-    if name == "harmbench":
-        return ((UNKNOWN if (row["category"] or "").startswith("copyright") else 1), 0)
-    if name == "verazuo_jailbreak_llms":
-        return _verazuo_targets(row)
-    if name in ("slabs_pi", "yanismiraoui_pi"):
-        return (0, 1)
-    if name == "giskard_prompt_injections":
-        return (UNKNOWN, 1)
-    if name == "jbb_artifacts":
-        return (1, 1)
-    raise ValueError(f"no labeling rule for dataset {name!r}")
-
-
-def row_targets(name: str, row: dict[str, Any]) -> tuple[str, Targets]:
-    """(source group, targets) of one row of the dataset file `name` (file stem)."""
-    if name == "neuralchemy_pi":
-        return _neuralchemy_targets(row)
-    return _GROUPS.get(name, name), _targets(name, row)
-
-
-def hash_split(text: str) -> str:
-    """A stable 70/15/15 train/validation/test assignment from the text alone."""
-    bucket = int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) % 100
-    return "train" if bucket < 70 else "validation" if bucket < 85 else "test"
-
-
-def _split(group: str, row: dict[str, Any], text: str) -> str:
-    if group in HELDOUT_GROUPS:
+def _split(mapped: Mapped, row: dict[str, Any], text: str) -> str:
+    if mapped.group in HELDOUT_GROUPS:
         return "heldout"
+    if mapped.split is not None:
+        return mapped.split
     split = row.get("split")
     return str(split) if split in ("train", "validation", "test") else hash_split(text)
 
@@ -133,21 +83,6 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-DATASETS = (
-    "advbench",
-    "harmbench",
-    "strongreject",
-    "malicious_instruct",
-    "toxigen",
-    "verazuo_jailbreak_llms",
-    "slabs_pi",
-    "neuralchemy_pi",
-    "yanismiraoui_pi",
-    "giskard_prompt_injections",
-    "jbb_artifacts",
-)
-
-
 def load_dataset_examples(data_dir: Path) -> list[Example]:
     """All labeled rows of the known datasets in `data_dir`, before deduplication."""
     missing = [name for name in DATASETS if not (data_dir / f"{name}.jsonl").is_file()]
@@ -155,13 +90,11 @@ def load_dataset_examples(data_dir: Path) -> list[Example]:
         raise FileNotFoundError(f"{data_dir} lacks {', '.join(missing)} (see the data README)")
     examples: list[Example] = []
     for name in DATASETS:
-        for row in _read_jsonl(data_dir / f"{name}.jsonl"):
-            if row["label"] not in (0, 1):
-                continue
-            group, targets = row_targets(name, row)
-            text = normalize_text(row["text"])
+        for row, mapped in map_file(name, _read_jsonl(data_dir / f"{name}.jsonl")):
+            text = normalize_text(mapped.text if mapped.text is not None else row["text"])
             if text:
-                examples.append(Example(text, targets, _split(group, row, text), group, row.get("category")))
+                split = _split(mapped, row, text)
+                examples.append(Example(text, mapped.targets, split, mapped.group, row.get("category")))
     return examples
 
 
@@ -172,9 +105,15 @@ HANDWRITTEN_FILES = tuple(
     for name in (
         "benign_edgy.jsonl",
         "benign_short.jsonl",
+        "benign_sensitive.jsonl",
+        "benign_long.jsonl",
+        "contrast_injection.jsonl",
+        "contrast_unsafe.jsonl",
         "obfuscated.jsonl",
     )
 )
+#: Source groups of the hand-written files (their stems).
+HANDWRITTEN_GROUPS = frozenset(path.stem for path in HANDWRITTEN_FILES)
 
 
 def load_handwritten_examples(path: Path) -> list[Example]:
@@ -190,12 +129,33 @@ def load_handwritten_examples(path: Path) -> list[Example]:
     return examples
 
 
-def shared_examples(data_dir: Path, handwritten: Sequence[Path] = HANDWRITTEN_FILES) -> list[Example]:
-    """The deduplicated examples the shipped model is trained and evaluated on."""
+def shared_examples(
+    data_dir: Path, handwritten: Sequence[Path] = HANDWRITTEN_FILES, cap: int | None = TRAIN_CAP
+) -> list[Example]:
+    """The deduplicated, capped examples the shipped model is trained and evaluated on."""
     examples = load_dataset_examples(data_dir)
     for path in handwritten:
         examples += load_handwritten_examples(path)
-    return deduplicate(examples)
+    examples = deduplicate(examples)
+    return examples if cap is None else cap_train(examples, cap)
+
+
+def cap_train(examples: Sequence[Example], cap: int) -> list[Example]:
+    """At most `cap` train prompts per (source group, targets); other splits untouched.
+
+    The prompts kept are those with the lowest hash of their text: stable across runs and
+    independent of file order.
+    """
+    cells: dict[tuple[str, Targets], list[Example]] = defaultdict(list)
+    for example in examples:
+        if example.split == "train":
+            cells[(example.group, example.targets)].append(example)
+    dropped: set[int] = set()
+    for members in cells.values():
+        if len(members) > cap:
+            ranked = sorted(members, key=lambda e: (hash_bucket(e.text), e.text))
+            dropped.update(id(e) for e in ranked[cap:])
+    return [e for e in examples if id(e) not in dropped]
 
 
 def _merge_targets(a: Targets, b: Targets) -> Targets:

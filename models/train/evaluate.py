@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from models.runtime.base import FloatArray
 from models.runtime.mlp_head import MlpHead
+from models.train import protocol
 from models.train.data import Example
 from models.train.embed import WindowEmbeddings
 from models.train.metrics import binary_metrics, fpr_threshold, max_f1_threshold
@@ -51,13 +52,6 @@ def _calibrate_one(y: TargetArray, scores: FloatArray, target_fpr: float | None,
     if target_fpr is not None:
         return fpr_threshold(y, scores, target_fpr)
     return max_f1_threshold(y, scores)
-
-
-def calibrate(
-    y: TargetArray, scores: FloatArray, target_fpr: float | None, policies: Sequence[str]
-) -> list[float]:
-    """One threshold per policy: max F1, or the lowest one within `target_fpr` when it is given."""
-    return [_calibrate_one(y[:, p], scores[:, p], target_fpr, policy) for p, policy in enumerate(policies)]
 
 
 def per_policy(
@@ -112,18 +106,55 @@ def benign_groups(examples: Sequence[Example]) -> list[str]:
     return sorted({e.group for e in examples if e.group.startswith("benign_")})
 
 
-def calibrate_and_report(
-    examples: Sequence[Example], scores: FloatArray, target_fpr: float | None, policies: Sequence[str]
-) -> tuple[list[float], dict[str, Any]]:
-    """Thresholds from the validation split, then metrics per split, per source and on benign groups."""
+def calibrate(
+    examples: Sequence[Example],
+    scores: FloatArray,
+    policies: Sequence[str],
+    fpr_budget: float | None,
+    target_fpr: float | None = None,
+) -> tuple[list[float], dict[str, str]]:
+    """One threshold per policy, and how it was set.
+
+    With `fpr_budget`, on the held-out sources (`models.train.protocol.budget_threshold`) for
+    every policy they have negatives for; otherwise (or without held-out rows) on the validation
+    split: the lowest threshold within `target_fpr`, or the one with the best F1.
+    """
     y = targets_of(examples, len(policies))
+    groups = protocol.rows_by_group(examples, "heldout")
+    val = split_rows(examples, "validation")
+    thresholds, methods = [], {}
+    for p, policy in enumerate(policies):
+        threshold = None
+        if fpr_budget is not None:
+            threshold = protocol.budget_threshold(y[:, p], scores[:, p], groups, fpr_budget)
+            methods[policy] = f"held-out sources: mean per-source FPR <= {fpr_budget}"
+        if threshold is None:
+            threshold = _calibrate_one(y[val, p], scores[val, p], target_fpr, policy)
+            methods[policy] = (
+                f"validation split: FPR <= {target_fpr}"
+                if target_fpr is not None
+                else "validation split: max F1"
+            )
+        thresholds.append(threshold)
+    return thresholds, methods
+
+
+def calibrate_and_report(
+    examples: Sequence[Example],
+    scores: FloatArray,
+    policies: Sequence[str],
+    fpr_budget: float | None,
+    target_fpr: float | None = None,
+) -> tuple[list[float], dict[str, Any]]:
+    """Thresholds (see `calibrate`), then figures in distribution (validation and test splits of
+    the training sources) and out of source (each held-out source), and on hand-written benign
+    prompts."""
+    y = targets_of(examples, len(policies))
+    thresholds, methods = calibrate(examples, scores, policies, fpr_budget, target_fpr)
     val, test, heldout = (split_rows(examples, s) for s in ("validation", "test", "heldout"))
-    thresholds = calibrate(y[val], scores[val], target_fpr, policies)
     report: dict[str, Any] = {
         "thresholds": dict(zip(policies, thresholds, strict=True)),
-        "calibration": f"fpr<={target_fpr} on validation"
-        if target_fpr is not None
-        else "max F1 on validation",
+        "calibration": methods,
         "validation": per_policy(y[val], scores[val], thresholds, policies),
         "test": per_policy(y[test], scores[test], thresholds, policies),
         "test_recall_by_source": recall_by_group(
@@ -132,9 +163,8 @@ def calibrate_and_report(
     }
     if len(heldout):
         report["heldout"] = per_policy(y[heldout], scores[heldout], thresholds, policies)
-        report["heldout_source_recall"] = recall_by_group(
-            [examples[i] for i in heldout], scores[heldout], thresholds, policies
-        )
+        groups = protocol.rows_by_group(examples, "heldout")
+        report["heldout_sources"] = protocol.heldout_report(y, scores, thresholds, groups, policies)
     for group in benign_groups(examples):
         rows = np.array([i for i in test if examples[i].group == group], dtype=np.int64)
         if len(rows):

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from models.runtime.base import IdArray
 from models.runtime.windows import WindowTokenizer, pad_windows
 from models.train import losses
-from models.train.data import POLICIES, UNKNOWN, Example
+from models.train.data import HANDWRITTEN_GROUPS, POLICIES, UNKNOWN, Example
 from models.train.torch_encoder import SentenceEncoder
 
 log = logging.getLogger("guardstream.finetune")
@@ -59,7 +59,9 @@ CHECKPOINTS_SUBDIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer.pt"
 PROGRESS_FILE = "progress.json"
 #: Settings that may change between a run and its resumption without changing the result.
-_RESUMABLE_CHANGES = frozenset({"device", "threads", "checkpoint_every", "keep_checkpoints", "log_every"})
+_RESUMABLE_CHANGES = frozenset(
+    {"device", "threads", "checkpoint_every", "keep_checkpoints", "log_every", "save_epochs"}
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class FinetuneSettings:
     device: DeviceName = "auto"
     #: torch intra-op threads; 0 keeps torch's default.
     threads: int = 0
+    #: Also write the encoder after each epoch to `epoch-N/` (to choose the epoch afterwards).
+    save_epochs: bool = False
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -664,6 +668,8 @@ def finetune_encoder(
             break
         _run_epoch(run, train, epoch, steps_per_epoch, total_steps, out_dir, base_dir)
         _end_epoch(run, epoch, held)
+        if settings.save_epochs:
+            run.model.save(out_dir / f"epoch-{epoch + 1}", tokenizer_from=base_dir)
         run.maybe_checkpoint(total_steps, out_dir, base_dir)
     return _finish(run, out_dir, base_dir, started)
 
@@ -684,10 +690,17 @@ def _finish(run: _Run, out_dir: Path, base_dir: Path, started: float) -> Finetun
 # --- command line ---------------------------------------------------------------------------------
 
 
-def split_pairs(examples: Sequence[Example], split: str) -> tuple[list[str], list[int]]:
-    """(texts, classes) of the examples of `split` that have a class."""
+def training_pairs(
+    examples: Sequence[Example], policies: Sequence[str], split: str, handwritten_repeat: int = 1
+) -> tuple[list[str], list[int]]:
+    """(texts, classes) of the examples of `split` that have a class; each hand-written prompt
+    `handwritten_repeat` times (they are few beside the datasets, and chosen to teach contrasts)."""
     chosen = [e for e in examples if e.split == split]
-    pairs = [(e.text, c) for e, c in zip(chosen, classes_of(chosen, POLICIES), strict=True) if c is not None]
+    pairs = []
+    for example, label in zip(chosen, classes_of(chosen, policies), strict=True):
+        if label is not None:
+            repeat = handwritten_repeat if example.group in HANDWRITTEN_GROUPS else 1
+            pairs += [(example.text, label)] * repeat
     return [text for text, _ in pairs], [c for _, c in pairs]
 
 
@@ -718,6 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="[%(default)s]")
     parser.add_argument(
+        "--handwritten-repeat", type=int, default=4, help="times each hand-written prompt is used [4]"
+    )
+    parser.add_argument(
         "--checkpoint-every", type=int, default=defaults.checkpoint_every, help="steps [%(default)s]"
     )
     parser.add_argument(
@@ -725,6 +741,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device, help="[auto]")
     parser.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default [0]")
+    parser.add_argument(
+        "--save-epochs", action="store_true", help="also write the encoder after each epoch to OUT/epoch-N"
+    )
     return parser
 
 
@@ -745,6 +764,7 @@ def settings_from_args(args: argparse.Namespace) -> FinetuneSettings:
         validation_batches=args.validation_batches,
         device=args.device,
         threads=args.threads,
+        save_epochs=args.save_epochs,
     )
 
 
@@ -763,14 +783,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"finetune: {exc}", file=sys.stderr)
         return 2
     base_dir = args.base_dir if args.base_dir is not None else bert_onnx.encoder_dir()
-    texts, classes = split_pairs(examples, "train")
+    texts, classes = training_pairs(examples, POLICIES, "train", args.handwritten_repeat)
     result = finetune_encoder(
         texts,
         classes,
         base_dir,
         args.out,
         settings,
-        validation=split_pairs(examples, "validation"),
+        validation=training_pairs(examples, POLICIES, "validation"),
         resume=args.resume,
     )
     print(f"{result.steps} steps in {result.seconds:.0f} s on {result.device}; wrote {args.out}")

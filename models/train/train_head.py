@@ -37,10 +37,11 @@ from models.runtime.base import Policy
 from models.runtime.mlp_head import MlpHead
 from models.tool_main import tool_main
 from models.train import evaluate
-from models.train.data import SPLITS, Example
+from models.train.data import HANDWRITTEN_GROUPS, SPLITS, Example
 from models.train.embed import WindowEmbeddings, embed_texts
 from models.train.files import DataFileError, add_data_arguments, load_examples
 from models.train.mlp import Dataset, MlpSettings, train_mlp
+from models.train.protocol import DEFAULT_FPR_BUDGET
 
 log = logging.getLogger("guardstream.train")
 
@@ -57,7 +58,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     data = add_data_arguments(parser)
     data.add_argument(
-        "--benign-weight", type=float, default=8.0, help="loss weight of hand-written benign prompts [8]"
+        "--handwritten-weight",
+        type=float,
+        default=4.0,
+        help="loss weight of the hand-written prompts (models/train/*.jsonl) in the head [4]",
+    )
+    data.add_argument(
+        "--handwritten-repeat",
+        type=int,
+        default=4,
+        help="times each hand-written prompt is repeated in encoder fine-tuning [4]",
     )
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
     encoder = parser.add_argument_group("encoder")
@@ -80,7 +90,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     head.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP [128]")
     head.add_argument("--epochs", type=int, default=80, help="MLP epochs, early-stopped [80]")
     head.add_argument("--c", type=float, default=1.0, help="inverse regularization of svm/logreg [1.0]")
-    head.add_argument("--target-fpr", type=float, default=None, help="calibrate for this FPR, not max F1")
+    head.add_argument(
+        "--fpr-budget",
+        type=_budget,
+        default=DEFAULT_FPR_BUDGET,
+        help="thresholds: mean per-source false-positive rate on the held-out sources (split "
+        "`heldout`) at most this, per policy; `none`: calibrate on the validation split [%(default)s]",
+    )
+    head.add_argument(
+        "--target-fpr",
+        type=float,
+        default=None,
+        help="without held-out rows (or --fpr-budget none): the validation FPR to calibrate for, not max F1",
+    )
     windows = parser.add_argument_group("windows and run")
     windows.add_argument(
         "--max-length", type=int, default=256, help="window in tokens with [CLS]/[SEP] [256]"
@@ -94,6 +116,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     meta.add_argument("--name", default="embedder-minilm", help="[%(default)s]")
     meta.add_argument("--version", default="1.0.0", help="[%(default)s]")
     meta.add_argument("--policy-version", default="1", help="version of every policy [1]")
+
+
+def _budget(value: str) -> float | None:
+    if value.lower() == "none":
+        return None
+    budget = float(value)
+    if not 0.0 < budget < 1.0:
+        raise argparse.ArgumentTypeError(f"the budget must be in (0, 1) or none, got {value}")
+    return budget
 
 
 def check_splits(examples: Sequence[Example], policies: Sequence[str]) -> None:
@@ -115,14 +146,14 @@ def window_dataset(
     embeddings: WindowEmbeddings,
     split: str,
     n_policies: int,
-    benign_weight: float,
+    handwritten_weight: float,
 ) -> Dataset:
     """The windows of one split; a prompt's windows share its targets and weight 1/windows."""
     in_split = np.array([e.split == split for e in examples])
     rows = in_split[embeddings.doc]
     doc = embeddings.doc[rows]
     windows_per_doc = np.bincount(embeddings.doc, minlength=len(examples))
-    prompt_weight = np.array([benign_weight if e.group.startswith("benign_") else 1.0 for e in examples])
+    prompt_weight = np.array([handwritten_weight if e.group in HANDWRITTEN_GROUPS else 1.0 for e in examples])
     weight = (prompt_weight[doc] / windows_per_doc[doc]).astype(np.float32)
     return Dataset(embeddings.vectors[rows], evaluate.targets_of(examples, n_policies)[doc], weight)
 
@@ -149,7 +180,7 @@ def finetune(
     args: argparse.Namespace, examples: Sequence[Example], policies: Sequence[str], out: Path
 ) -> None:
     """Fine-tune the packaged encoder on the train split (validation loss on the validation split)."""
-    from models.train.finetune import FinetuneSettings, classes_of, finetune_encoder
+    from models.train.finetune import FinetuneSettings, finetune_encoder, training_pairs
 
     settings = FinetuneSettings(
         loss=args.finetune_loss,
@@ -159,16 +190,9 @@ def finetune(
         max_steps=args.finetune_max_steps,
         seed=args.seed,
     )
-
-    def labeled(split: str) -> tuple[list[str], list[int]]:
-        chosen = [e for e in examples if e.split == split]
-        pairs = [
-            (e.text, c) for e, c in zip(chosen, classes_of(chosen, policies), strict=True) if c is not None
-        ]
-        return [text for text, _ in pairs], [c for _, c in pairs]
-
-    texts, classes = labeled("train")
-    finetune_encoder(texts, classes, bert_onnx.encoder_dir(), out, settings, validation=labeled("validation"))
+    texts, classes = training_pairs(examples, policies, "train", args.handwritten_repeat)
+    validation = training_pairs(examples, policies, "validation")
+    finetune_encoder(texts, classes, bert_onnx.encoder_dir(), out, settings, validation=validation)
     # The final encoder is saved; the checkpoints (for resuming) would only bloat the model directory.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
@@ -255,11 +279,13 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
     n = len(policies)
     head, head_settings = train_head(
         args,
-        window_dataset(examples, embeddings, "train", n, args.benign_weight),
-        window_dataset(examples, embeddings, "validation", n, args.benign_weight),
+        window_dataset(examples, embeddings, "train", n, args.handwritten_weight),
+        window_dataset(examples, embeddings, "validation", n, args.handwritten_weight),
     )
     scores = evaluate.prompt_scores(head, embeddings, len(examples))
-    thresholds, report = evaluate.calibrate_and_report(examples, scores, args.target_fpr, policies)
+    thresholds, report = evaluate.calibrate_and_report(
+        examples, scores, policies, args.fpr_budget, args.target_fpr
+    )
     config = write_model(args, head, thresholds, policies, encoder)
     metrics = {
         "model": {"name": config.name, "version": config.version},
@@ -270,7 +296,8 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
             **head_settings,
             "max_length": args.max_length,
             "window_stride": args.window_stride,
-            "benign_weight": args.benign_weight,
+            "handwritten_weight": args.handwritten_weight,
+            "fpr_budget": args.fpr_budget,
         },
         "data": data_summary(examples, policies),
         **report,
@@ -286,13 +313,22 @@ def run_training(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_summary(metrics: dict[str, Any], out: Path) -> None:
-    """Test-split figures per policy, one line each, and where the files are."""
+    """Test-split and held-out figures per policy, one line each, and where the files are."""
     print(f"thresholds: {json.dumps(metrics['thresholds'])}")
     for policy, figures in metrics["test"].items():
         print(
             f"test {policy:<20} precision {figures['precision']:.3f}  recall {figures['recall']:.3f}  "
             f"F1 {figures['f1']:.3f}  FPR {figures['fpr']:.3f}  AUPRC {figures['auprc']:.3f}"
         )
+    heldout = metrics.get("heldout_sources")
+    if heldout is not None:
+        for policy in metrics["thresholds"]:
+            figures = heldout[policy]
+            print(
+                f"held-out sources {policy:<20} macro recall {figures['macro_recall']:.3f}  "
+                f"macro FPR {figures['macro_fpr']:.3f}"
+            )
+        print(f"selection score (mean held-out recall at the thresholds): {heldout['selection_score']:.4f}")
     print(f"wrote {out}/config.json, head.safetensors, metrics.json")
 
 

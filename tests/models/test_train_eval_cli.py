@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,94 @@ def test_train_needs_both_classes_in_validation(tmp_path: Path, capsys: pytest.C
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert main(["train", "--data", str(path), "--out", str(tmp_path / "m")]) == 2
     assert "validation split has 0 positive" in capsys.readouterr().err
+
+
+HELDOUT_BENIGN = [
+    "What is a good name for a sourdough starter?",
+    "How far is the Moon from the Earth?",
+    "Write a haiku about autumn leaves.",
+    "Which vegetables grow well in shade?",
+    "How do I remove a red wine stain from a carpet?",
+    "What does a product manager do all day?",
+    "Explain compound interest with an example.",
+    "Suggest a weekend itinerary for Lisbon.",
+    "How do I kill a stuck process on Linux?",
+    "What is the history of the Eiffel Tower?",
+    "Describe the rules of cricket briefly.",
+    "How can I improve my handwriting?",
+    "What are the symptoms of a cold?",
+    "Recommend board games for four players.",
+    "Why is the sky blue?",
+    "How do I make my tomato plants bear more fruit?",
+    "What is the difference between a virus and a bacterium?",
+    "Give me tips for a job interview.",
+    "How do I shoot better photos at night?",
+    "What's a healthy breakfast before a marathon?",
+    "How does a bill become law?",
+    "Write a short toast for my sister's wedding.",
+]
+
+
+def test_train_sets_thresholds_for_a_false_positive_budget_on_heldout_sources(
+    data_file: Path, tmp_path: Path
+) -> None:
+    heldout = tmp_path / "heldout.jsonl"
+    rows = [
+        {"text": t, "unsafe_content": 0, "prompt_injection": 0, "split": "heldout"} for t in HELDOUT_BENIGN
+    ]
+    rows += [{"text": t, "unsafe_content": 1, "prompt_injection": 0, "split": "heldout"} for t in HARMFUL[:4]]
+    heldout.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "model"
+    args = ["train", "--data", str(data_file), str(heldout), "--out", str(out), "--fpr-budget", "0.05"]
+    assert main([*args, "--epochs", "30", "--hidden", "16", "--cache-dir", str(tmp_path / "cache")]) == 0
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    # The harmful held-out prompts are negatives of prompt_injection.
+    for policy, negatives in (("unsafe_content", 22), ("prompt_injection", 26)):
+        assert metrics["calibration"][policy].startswith("held-out sources")
+        source = metrics["heldout_sources"][policy]["sources"]["heldout"]
+        assert source["n_negative"] == negatives
+        assert source["fpr"] <= 0.05  # one source: its own FPR is the mean
+    assert metrics["heldout_sources"]["unsafe_content"]["sources"]["heldout"]["n_positive"] == 4
+    # Four positives are too few to count for the recall (MIN_SOURCE_ROWS): no selection score.
+    assert math.isnan(metrics["heldout_sources"]["selection_score"])
+
+
+def test_eval_verdict_blocks_when_any_policy_flags(trained: Path, tmp_path: Path) -> None:
+    bench = tmp_path / "bench.jsonl"
+    rows = [{"text": t, "label": 0, "category": "benign|everyday"} for t in HELDOUT_BENIGN]
+    rows += [{"text": t, "label": 1, "category": "attack|harm"} for t in HARMFUL]
+    rows += [{"text": t, "label": 1, "category": "attack|injection"} for t in INJECTIONS]
+    rows += [{"text": "an unlabeled row is skipped", "label": -1, "category": "x"}]
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = tmp_path / "verdict.json"
+    args = ["eval", str(trained), "--verdict", "--data", str(bench), "--by-category", "1"]
+    assert main([*args, "--json", str(report)]) == 0
+    (result,) = json.loads(report.read_text(encoding="utf-8"))
+    (figures,) = result["files"]
+    verdict = figures["verdict"]
+    assert verdict["n_positive"] == len(HARMFUL) + len(INJECTIONS)
+    assert verdict["n_negative"] == len(HELDOUT_BENIGN)
+    # The verdict is `block` exactly when some policy's score reaches its threshold.
+    model = load_model(trained, device="cpu", cache_dir=tmp_path)
+    texts = [str(r["text"]) for r in rows[:-1]]
+    scores = model.score(model.encode([model.normalize(t) for t in texts]))
+    thresholds = [p.threshold for p in model.info.policies]
+    blocked = (scores >= thresholds).any(axis=1)
+    labels = [r["label"] for r in rows[:-1]]
+    assert verdict["fpr"] == pytest.approx(sum(b for b, y in zip(blocked, labels, strict=True) if y == 0) / 22)
+    assert verdict["recall"] == pytest.approx(sum(b for b, y in zip(blocked, labels, strict=True) if y == 1) / 16)
+    for policy in figures["policies"].values():
+        assert policy["recall"] <= verdict["recall"] and policy["fpr"] <= verdict["fpr"]
+    assert figures["by_category"]["attack (unsafe)"]["n"] == 16
+    assert figures["by_category"]["benign (safe)"]["blocked"] == pytest.approx(verdict["fpr"])
+
+
+def test_eval_verdict_needs_label_files(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", str(trained), "--verdict", "--data-dir", str(tmp_path)]) == 2
+    assert "--verdict scores --data files" in capsys.readouterr().err
+    bad = tmp_path / "nolabel.jsonl"
+    bad.write_text('{"text": "hello"}\n', encoding="utf-8")
+    assert main(["eval", str(trained), "--verdict", "--data", str(bad)]) == 2
+    assert "needs a 'text' and a 'label' column" in capsys.readouterr().err
