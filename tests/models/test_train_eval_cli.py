@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.runtime.loader import load_model
@@ -200,9 +201,9 @@ def test_eval_verdict_blocks_when_any_policy_flags(trained: Path, tmp_path: Path
     scores = model.score(model.encode([model.normalize(t) for t in texts]))
     thresholds = [p.threshold for p in model.info.policies]
     blocked = (scores >= thresholds).any(axis=1)
-    labels = [r["label"] for r in rows[:-1]]
-    assert verdict["fpr"] == pytest.approx(sum(b for b, y in zip(blocked, labels, strict=True) if y == 0) / 22)
-    assert verdict["recall"] == pytest.approx(sum(b for b, y in zip(blocked, labels, strict=True) if y == 1) / 16)
+    labels = np.array([r["label"] for r in rows[:-1]])
+    assert verdict["fpr"] == pytest.approx(blocked[labels == 0].mean())
+    assert verdict["recall"] == pytest.approx(blocked[labels == 1].mean())
     for policy in figures["policies"].values():
         assert policy["recall"] <= verdict["recall"] and policy["fpr"] <= verdict["fpr"]
     assert figures["by_category"]["attack (unsafe)"]["n"] == 16
