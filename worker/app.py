@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.runtime.base import GuardModel
 from worker import kafka
-from worker.cache import MemoryScoreCache, RedisScoreCache, ScoreCache
+from worker.cache import NullScoreCache, RedisScoreCache, ScoreCache
 from worker.config import Settings
 from worker.health import Health, add_health_pages
 from worker.pipeline import Pipeline
@@ -75,7 +75,8 @@ def _load(settings: Settings, path: Path, policies: PolicySet | None) -> GuardMo
 
 
 def make_cache(settings: Settings) -> ScoreCache:
-    return RedisScoreCache(settings.redis) if settings.redis.enabled else MemoryScoreCache()
+    """Redis, or with the cache turned off a cache that holds nothing."""
+    return RedisScoreCache(settings.redis) if settings.redis.enabled else NullScoreCache()
 
 
 def run_worker(settings: Settings) -> None:

@@ -61,8 +61,21 @@ class ScoreCache(Protocol):
     async def close(self) -> None: ...
 
 
+class NullScoreCache:
+    """No cache (`--no-cache`, `redis.enabled=false`): keeps nothing, every lookup misses."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[Scores | None]:
+        return [None] * len(keys)
+
+    async def put_many(self, entries: Sequence[tuple[str, Scores]]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 class MemoryScoreCache:
-    """A dict-backed cache for tests and for running without Redis."""
+    """A dict-backed cache for tests (it never forgets: not for a running worker)."""
 
     def __init__(self) -> None:
         self.data: dict[str, Scores] = {}
