@@ -1,9 +1,10 @@
 """Runs the guard model off the event loop.
 
-Tokenizing and scoring are CPU/GPU work: they run on their own threads so the event loop keeps
-fetching, heartbeating and serving health checks meanwhile. A model call that fails is split in
-halves and retried (a GPU out of memory is the usual cause); a single prompt that still fails is
-reported back to the caller so it can become a dead letter.
+Normalizing, tokenizing and scoring are CPU/GPU work: they run on their own threads so the event
+loop keeps fetching, heartbeating and serving health checks meanwhile. A model call that fails
+is split in halves and retried (a GPU out of memory is the usual cause) down to single prompts;
+a prompt that still fails alone is reported back to the caller so it can become a dead letter.
+Only when the model also fails on a known-good prompt is it broken: then `ModelFailure`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,42 +25,65 @@ from worker.config import BatchingSettings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+A = TypeVar("A")
+
+#: A prompt every working model scores: when it fails too, the model is broken, not the input.
+KNOWN_GOOD_PROMPT = "What is the capital of France?"
+
 
 class ModelFailure(Exception):
-    """Every prompt of a batch failed on its own: the model itself is broken."""
+    """The model fails on a known-good prompt too: it is broken, not the batch's prompts."""
 
 
 class InferenceRunner:
-    """Tokenizes on one thread, scores on another."""
+    """Normalizes and tokenizes on one thread, scores on another."""
 
     def __init__(self, model: GuardModel, batching: BatchingSettings) -> None:
         self.model = model
         self._batching = batching
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="guardstream-tokenize")
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="guardstream-model")
+        self._known_good: list[Encoded] | None = None
+
+    async def off_loop(self, function: Callable[[A], T], argument: A) -> T:
+        """`function(argument)` on the tokenizer thread (text work that would stall the loop)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, function, argument)
 
     async def encode(self, texts: list[str]) -> list[Encoded]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_thread, self.model.encode, texts)
+        return await self.off_loop(self.model.encode, texts)
 
     async def score(self, items: Sequence[Encoded]) -> list[FloatArray | Exception]:
-        """One result per item: its scores, or the error that stopped it from being scored."""
+        """One result per item: its scores, or the error that stopped it from being scored alone.
+
+        Raises `ModelFailure` when a prompt failed and the known-good prompt fails too.
+        """
         results: list[FloatArray | Exception] = [ValueError("not scored")] * len(items)
         plan = plan_model_batches(items, self._batching.max_batch_tokens, self._batching.max_batch_requests)
         for indices in plan:
             scored = await self._score_with_split([items[i] for i in indices])
             for index, result in zip(indices, scored, strict=True):
                 results[index] = result
-        if items and all(isinstance(r, Exception) for r in results) and len(items) > 1:
-            raise ModelFailure(f"all {len(items)} prompts failed: {results[0]!r}")
+        if any(isinstance(r, Exception) for r in results):
+            await self._check_known_good()
         return results
+
+    async def _check_known_good(self) -> None:
+        """Raise `ModelFailure` unless the model scores the known-good prompt."""
+        if self._known_good is None:
+            self._known_good = await self.encode([self.model.normalize(KNOWN_GOOD_PROMPT)])
+        try:
+            await self._call_model(self._known_good)
+        except Exception as exc:  # any error: the model is broken, whatever the input
+            raise ModelFailure(f"the model fails on a known-good prompt too: {exc!r}") from exc
 
     async def _score_with_split(self, batch: list[Encoded]) -> list[FloatArray | Exception]:
         try:
             scores = await self._call_model(batch)
         except Exception as exc:  # the model's errors are not ours to know in advance
             if len(batch) == 1:
-                log.exception("model failed on a single prompt")
+                log.warning("model failed on a single prompt: %r", exc)
                 return [exc]
             log.warning("model call of %d prompts failed (%r); splitting and retrying", len(batch), exc)
             half = len(batch) // 2

@@ -77,7 +77,10 @@ class Pipeline:
         metrics.RECORDS_IN.inc(len(records))
         metrics.BATCH_SIZE.observe(len(records))
         result = BatchResult()
-        pending = self._decode(records, result)
+        pending, letters = await self._runner.off_loop(self._prepare, self._decode(records, result))
+        if letters:
+            position = {id(record): index for index, record in enumerate(records)}
+            result.letters = sorted([*result.letters, *letters], key=lambda d: position[id(d.source)])
         await self._lookup(pending)
         await self._score_misses(pending, result)
         await self._cache.put_many(
@@ -86,23 +89,31 @@ class Pipeline:
         result.verdicts = [self._verdict(p, started) for p in pending if p.scores is not None]
         return result
 
-    def _decode(self, records: Sequence[RawRecord], result: BatchResult) -> list[_Pending]:
-        pending = []
-        prefix = self._settings.redis.key_prefix
+    def _decode(self, records: Sequence[RawRecord], result: BatchResult) -> list[Request]:
+        """The valid requests of the batch; the other records become dead letters."""
+        requests = []
         for record in records:
             decoded = codec.decode(record, self._policy_ids, self._settings.limits)
             if isinstance(decoded, DeadLetter):
                 result.letters.append(decoded)
-                continue
-            text = self._model.normalize(decoded.text)
+            else:
+                requests.append(decoded)
+        return requests
+
+    def _prepare(self, requests: Sequence[Request]) -> tuple[list[_Pending], list[DeadLetter]]:
+        """Normalized texts and cache keys. Runs off the event loop: normalizing 100k characters
+        takes tens of milliseconds, and a batch of them would stall heartbeats and health checks."""
+        pending, letters = [], []
+        prefix = self._settings.redis.key_prefix
+        for request in requests:
+            text = self._model.normalize(request.text)
             if not text:
-                result.letters.append(
-                    DeadLetter(Reason.EMPTY_TEXT, "`text` is empty once normalized", record, decoded.id)
-                )
+                detail = "`text` is empty once normalized"
+                letters.append(DeadLetter(Reason.EMPTY_TEXT, detail, request.source, request.id))
                 continue
-            columns = self._columns(decoded.policies)
-            pending.append(_Pending(decoded, cache_key(prefix, self._info, text, columns), text, columns))
-        return pending
+            columns = self._columns(request.policies)
+            pending.append(_Pending(request, cache_key(prefix, self._info, text, columns), text, columns))
+        return pending, letters
 
     def _columns(self, policies: Sequence[str] | None) -> tuple[int, ...] | None:
         """The model's columns a request asks for, in model order; None when it asks for all."""

@@ -18,7 +18,10 @@ INFO = ModelInfo(
 
 
 class KeywordModel:
-    """Scores 0.9 for `unsafe_content` when the text has "bomb", for `prompt_injection` on "ignore"."""
+    """Scores 0.9 for `unsafe_content` when the text has "bomb", for `prompt_injection` on "ignore".
+
+    With `fail_on`, a text holding that string makes the model raise ("": every text does).
+    """
 
     def __init__(self, fail_on: str | None = None) -> None:
         self.calls: list[int] = []
@@ -53,7 +56,7 @@ class KeywordModel:
         rows = []
         for item in batch:
             text = self._texts[int(item.windows[0][0])]
-            if self.fail_on and self.fail_on in text:
+            if self.fail_on is not None and self.fail_on in text:
                 raise RuntimeError("boom")
             rows.append([0.9 if "bomb" in text else 0.1, 0.9 if "ignore" in text.lower() else 0.1])
         return np.array(rows, dtype=np.float32)
