@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from models.base.contract import GuardModel
 from models.guardformer.guard import GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime.base import GuardModel
-from models.runtime.loader import load_model
+from models.serving.loader import load_model
 from models.train import metrics
 from models.train.guardformer_data import (
     GIP_POLICY_FILE,

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from models.runtime.base import GuardModel
-from models.runtime.loader import load_model
+from models.base.contract import GuardModel
+from models.serving.loader import load_model
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "artifacts" / "embedder-minilm"
 _SENTENCES = (

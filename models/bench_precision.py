@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from models import export
+from models.base import bert_onnx
+from models.base.contract import FloatArray, IdArray
+from models.base.session import create_session
+from models.base.windows import WindowTokenizer, pad_windows
 from models.embedder.config import PRECISIONS
-from models.runtime import bert_onnx
-from models.runtime.base import FloatArray, IdArray
-from models.runtime.session import create_session
-from models.runtime.windows import WindowTokenizer, pad_windows
 
 Runner = Callable[[IdArray, IdArray], FloatArray]
 DATA_FILES = ("slabs_pi.jsonl", "toxigen.jsonl", "neuralchemy_pi.jsonl", "advbench.jsonl")
@@ -56,7 +56,7 @@ def sample_texts(data_dir: Path | None, n: int, seed: int = 0) -> list[str]:
 def torch_runner(encoder_dir: Path, head_file: Path, threads: int) -> Runner:
     import torch
 
-    from models.runtime.mlp_head import MlpHead
+    from models.base.mlp_head import MlpHead
     from models.train.torch_encoder import SentenceEncoder
 
     torch.set_num_threads(threads)

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from models.base.contract import FloatArray, GuardModel
 from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
-from models.runtime.base import FloatArray, GuardModel
-from models.runtime.loader import load_model
+from models.serving.loader import load_model
 from models.tool_main import tool_main
 from models.train.data import SPLITS, Example
 from models.train.files import DataFileError, add_data_arguments, load_examples

@@ -4,7 +4,7 @@ r"""`guardstream export`: ready-to-serve ONNX files of a trained model, each che
 
 From a trained model directory (encoder + head, as `guardstream train` writes it) this builds:
 
-- fp32: the encoder, mean pooling, L2 normalization and head as one graph (`models.runtime.bert_onnx`);
+- fp32: the encoder, mean pooling, L2 normalization and head as one graph (`models.base.bert_onnx`);
 - int8: the fp32 graph with ONNX Runtime's dynamic quantization (int8 weights with per-channel
   scales, activations quantized on the fly): a quarter of the size, the fastest on CPUs, but the
   activation scales are computed per call, so scores move slightly with the batch (opt-in);
@@ -39,14 +39,14 @@ from typing import Any
 import numpy as np
 import onnx
 
+from models.base import bert_onnx
+from models.base.contract import FloatArray
+from models.base.mlp_head import MlpHead
+from models.base.runner import WindowRunner
+from models.base.session import create_session
+from models.base.windows import WindowTokenizer, pad_windows
 from models.embedder.config import PRECISIONS, GuardConfig, ModelDirectoryError, OnnxFile
 from models.embedder.guard import CONFIG_FILE, encoder_dir_of
-from models.runtime import bert_onnx
-from models.runtime.base import FloatArray
-from models.runtime.mlp_head import MlpHead
-from models.runtime.runner import WindowRunner
-from models.runtime.session import create_session
-from models.runtime.windows import WindowTokenizer, pad_windows
 from models.tool_main import tool_main
 
 log = logging.getLogger("guardstream.export")

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.runtime.base import GuardModel
+from models.base.contract import GuardModel
 from worker import kafka
 from worker.cache import NullScoreCache, RedisScoreCache, ScoreCache
 from worker.config import Settings
@@ -37,7 +37,7 @@ def load_guard_model(settings: Settings) -> GuardModel:
     from models.embedder.config import ModelDirectoryError
     from models.guardformer.guard import GuardFormerGuard
     from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
-    from models.runtime.routing import PolicyRoutingError, route_policies
+    from models.serving.routing import PolicyRoutingError, route_policies
 
     model_settings, registry_path = settings.model, settings.policies.path
     try:
@@ -61,7 +61,7 @@ def load_guard_model(settings: Settings) -> GuardModel:
 
 
 def _load(settings: Settings, path: Path, policies: PolicySet | None) -> GuardModel:
-    from models.runtime.loader import load_model
+    from models.serving.loader import load_model
 
     model_settings = settings.model
     return load_model(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.runtime.base import Encoded
+from models.base.contract import Encoded
 
 
 def padded_cost(n_windows: int, longest: int) -> int:

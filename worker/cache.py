@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from models.runtime.base import ModelInfo
+from models.base.contract import ModelInfo
 from worker import metrics
 from worker.config import RedisSettings
 from worker.ratelimit import RateLimitedLog

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from models.runtime.base import Encoded, FloatArray, GuardModel
+from models.base.contract import Encoded, FloatArray, GuardModel
 from worker import metrics
 from worker.batching import plan_model_batches
 from worker.config import BatchingSettings
@@ -83,7 +83,7 @@ class InferenceRunner:
             scores = await self._call_model(batch)
         except Exception as exc:  # the model's errors are not ours to know in advance
             if len(batch) == 1:
-                log.warning("model failed on a single prompt: %r", exc)
+                log.exception("model failed on a single prompt")
                 return [exc]
             log.warning("model call of %d prompts failed (%r); splitting and retrying", len(batch), exc)
             half = len(batch) // 2

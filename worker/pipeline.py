@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from models.runtime.base import GuardModel, ModelInfo
+from models.base.contract import GuardModel, ModelInfo
 from worker import codec, metrics
 from worker.cache import ScoreCache, Scores, cache_key
 from worker.config import Settings

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.runtime.base import ModelInfo, Policy
+from models.base.contract import ModelInfo, Policy
 
 KIND = "embedder"
 #: Longest window the encoder's position table allows.

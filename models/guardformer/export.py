@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from models.base import bert_onnx
+from models.base.contract import Policy
+from models.base.mlp_head import MlpHead
 from models.embedder.config import OnnxFile
 from models.export import TOLERANCES, Check, ExportError, atomic_directory, convert
 from models.guardformer.calibration import apply_shifts, shifts_for
 from models.guardformer.guard import CONFIG_FILE, GuardFormerConfig, GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime import bert_onnx
-from models.runtime.base import Policy
-from models.runtime.mlp_head import MlpHead
 
 TOKENIZER_FILE = "tokenizer.json"
 COPIED_FILES = ("train.json", "metrics.json", "MODEL_CARD.md")

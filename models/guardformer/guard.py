@@ -23,17 +23,17 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from models.base import bert_onnx
+from models.base.contract import Encoded, FloatArray, ModelInfo, Policy
+from models.base.mlp_head import MlpHead
+from models.base.onnx_cache import cache_key, load_or_build
+from models.base.runner import WindowRunner
+from models.base.session import Device, create_session, cuda_unusable_reason
+from models.base.text import normalize_text
 from models.embedder.config import PREFERENCE, ModelDirectoryError, OnnxFile
 from models.guardformer.calibration import apply_shifts, shifts_for
 from models.guardformer.instruction import EncodedPolicy, InstructionTokenizer
 from models.policies import PolicySet
-from models.runtime import bert_onnx
-from models.runtime.base import Encoded, FloatArray, ModelInfo, Policy
-from models.runtime.mlp_head import MlpHead
-from models.runtime.onnx_cache import cache_key, load_or_build
-from models.runtime.runner import WindowRunner
-from models.runtime.session import Device, create_session, cuda_unusable_reason
-from models.text import normalize_text
 
 log = logging.getLogger(__name__)
 

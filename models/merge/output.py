@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from safetensors.torch import save_file
 
+from models.base.bert_onnx import file_sha256
+from models.base.mlp_head import MlpHead
 from models.export import atomic_directory
 from models.merge.weights import CONFIG_FILE, ENCODER_WEIGHTS, KIND, ModelWeights, Weights, split_weights
-from models.runtime.bert_onnx import file_sha256
-from models.runtime.mlp_head import MlpHead
 from models.train.torch_encoder import TOKENIZER_FILES
 
 ENCODER_SUBDIR = "encoder"

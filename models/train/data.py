@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.text import normalize_text
+from models.base.text import normalize_text
 
 POLICIES = ("unsafe_content", "prompt_injection")
 SPLITS = ("train", "validation", "test", "heldout")

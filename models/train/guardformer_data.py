@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.base.text import normalize_text
 from models.policies import PolicyDefinition
-from models.text import normalize_text
 from models.train.data import UNKNOWN, Example, shared_examples
 
 HANDWRITTEN_POLICY_FILE = Path(__file__).resolve().parent / "policy_examples.jsonl"

@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.base.bert_onnx import encoder_dir, file_sha256
+from models.base.mlp_head import MlpHead
+from models.base.windows import pad_windows
 from models.guardformer.calibration import calibration_entries
 from models.guardformer.instruction import InstructionTokenizer
 from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition, load_policies
-from models.runtime.bert_onnx import encoder_dir, file_sha256
-from models.runtime.mlp_head import MlpHead
-from models.runtime.windows import pad_windows
 from models.train import metrics
 from models.train.finetune import choose_device, linear_schedule
 from models.train.guardformer_data import (

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.runtime import bert_onnx
-from models.runtime.base import Encoded
-from models.runtime.runner import WindowRunner
-from models.runtime.windows import WindowTokenizer
+from models.base import bert_onnx
+from models.base.contract import Encoded
+from models.base.runner import WindowRunner
+from models.base.windows import WindowTokenizer
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_minilm_embeddings.json").read_text(encoding="utf-8"))
 TEXTS = [item["text"] for item in GOLDEN["items"]]

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.base.contract import Encoded, GuardModel
 from models.embedder.config import ModelDirectoryError
-from models.runtime.base import Encoded, GuardModel
-from models.runtime.loader import load_model
+from models.serving.loader import load_model
 from tests.models.conftest import ARTIFACT_DIR
 
 POLICY_IDS = ("unsafe_content", "prompt_injection")

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from models.base import bert_onnx
+from models.base.contract import Encoded, FloatArray, IdArray
 from models.embedder.config import ModelDirectoryError
 from models.guardformer.guard import GuardFormerGuard
 from models.guardformer.instruction import InstructionTokenizer, instruction_text, policy_text
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime import bert_onnx
-from models.runtime.base import Encoded, FloatArray, IdArray
-from models.runtime.loader import load_model
-from models.runtime.routing import RoutedGuard
+from models.serving.loader import load_model
+from models.serving.routing import RoutedGuard
 from models.train.guardformer_data import Pair
 from models.train.guardformer_model import (
     GuardFormerModel,

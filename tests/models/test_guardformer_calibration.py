@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from models.base import bert_onnx
+from models.base.contract import Policy
 from models.guardformer.calibrate import chosen_threshold
 from models.guardformer.calibration import (
     THRESHOLD_RANGE,
@@ -20,8 +22,6 @@ from models.guardformer.calibration import (
 )
 from models.guardformer.guard import GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime import bert_onnx
-from models.runtime.base import Policy
 from models.train.guardformer_model import GuardFormerModel
 from models.train.torch_encoder import SentenceEncoder
 from models.train.train_guardformer import TrainSettings, save_model

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from models.base import bert_onnx
 from models.guardformer.export import export_guardformer
 from models.guardformer.guard import GuardFormerGuard
 from models.merge.cli import main as merge_main
@@ -20,7 +21,6 @@ from models.merge.output import write_merged_model
 from models.merge.validation import load_into
 from models.merge.weights import MergeError, check_same_architecture, load_weights
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime import bert_onnx
 from models.train.guardformer_data import Pair
 from models.train.guardformer_model import GuardFormerModel
 from models.train.torch_encoder import SentenceEncoder

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.runtime.loader import load_model
+from models.serving.loader import load_model
 from worker.cli import main
 
 BENIGN = [

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.runtime.base import Encoded, FloatArray, ModelInfo, Policy
+from models.base.contract import Encoded, FloatArray, ModelInfo, Policy
 from worker.schema import DeadLetter, RawRecord, Verdict
 
 INFO = ModelInfo(

@@ -1,6 +1,6 @@
 import numpy as np
 
-from models.runtime.base import Encoded
+from models.base.contract import Encoded
 from worker.batching import padded_cost, plan_model_batches
 
 

@@ -1,6 +1,6 @@
 import dataclasses
 
-from models.runtime.base import Policy
+from models.base.contract import Policy
 from tests.unit.fakes import INFO
 from worker.cache import MemoryScoreCache, cache_key, policy_set_version
 from worker.config import Settings

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from models.base.contract import Encoded, FloatArray, GuardModel, ModelInfo, Policy
 from models.policies import PolicyDefinition, PolicySet
-from models.runtime.base import Encoded, FloatArray, GuardModel, ModelInfo, Policy
 
 
 class PolicyRoutingError(ValueError):

@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from models.runtime.base import Encoded, FloatArray, IdArray
-from models.runtime.windows import pad_windows
+from models.base.contract import Encoded, FloatArray, IdArray
+from models.base.windows import pad_windows
 
 
 class WindowRunner:

@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
-from models.runtime.mlp_head import MlpHead
+from models.base.mlp_head import MlpHead
 
 #: Bump when the graph this module builds changes: it is part of the cache key of built models.
 BUILDER_VERSION = "1"

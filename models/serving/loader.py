@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.base.contract import GuardModel
+from models.base.session import Device
 from models.embedder.config import KIND, ModelDirectoryError
 from models.embedder.guard import EmbedderGuard
-from models.runtime.base import GuardModel
-from models.runtime.session import Device
 
 if TYPE_CHECKING:
     from models.policies import PolicySet
