@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from models.base.contract import GuardModel
+from models.serving import ModelSetupError, ServingOptions, load_served_model
 from worker import kafka
 from worker.cache import NullScoreCache, RedisScoreCache, ScoreCache
 from worker.config import Settings
 from worker.health import Health, add_health_pages
 from worker.pipeline import Pipeline
-
-if TYPE_CHECKING:
-    from models.policies import PolicySet
 
 log = logging.getLogger(__name__)
 
@@ -23,55 +20,23 @@ log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 60.0
 
 
-class ModelSetupError(Exception):
-    """The model, the GuardFormer or the policy registry cannot be used: the message says why."""
+def serving_options(settings: Settings) -> ServingOptions:
+    """What the served model is made of, from the worker's settings."""
+    model = settings.model
+    return ServingOptions(
+        model_path=model.path,
+        guardformer_path=model.guardformer_path,
+        policies_path=settings.policies.path,
+        device=model.device,
+        cache_dir=model.cache_dir,
+        intra_op_threads=model.intra_op_threads,
+        precision=model.precision,
+    )
 
 
 def load_guard_model(settings: Settings) -> GuardModel:
-    """The model the worker serves: the model directory alone, or routed over the policy registry.
-
-    Without a registry (`policies.path`) and without a GuardFormer, the model scores its own
-    policies. Otherwise every enabled policy of the registry (the starter set by default) is
-    scored by the model at `model.path` when it knows it, else by the GuardFormer.
-    """
-    from models.embedder.config import ModelDirectoryError
-    from models.guardformer.guard import GuardFormerGuard
-    from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
-    from models.serving.routing import PolicyRoutingError, route_policies
-
-    model_settings, registry_path = settings.model, settings.policies.path
-    try:
-        registry = load_policies(registry_path) if registry_path is not None else None
-        base = _load(settings, model_settings.path, registry)
-        if isinstance(base, GuardFormerGuard):  # it reads the registry's policies itself
-            return base
-        if registry is None and model_settings.guardformer_path is None:
-            return base
-        registry = registry if registry is not None else load_policies(DEFAULT_POLICY_DIR)
-        if set(base.info.policy_ids) >= set(registry.enabled().ids):
-            return route_policies(base, registry)
-        known = set(base.info.policy_ids)
-        rest = PolicySet(tuple(p for p in registry.enabled() if p.id not in known))
-        guardformer = None
-        if model_settings.guardformer_path is not None:
-            guardformer = _load(settings, model_settings.guardformer_path, rest)
-        return route_policies(base, registry, guardformer)
-    except (ModelDirectoryError, PolicyError, PolicyRoutingError) as exc:
-        raise ModelSetupError(str(exc)) from exc
-
-
-def _load(settings: Settings, path: Path, policies: PolicySet | None) -> GuardModel:
-    from models.serving.loader import load_model
-
-    model_settings = settings.model
-    return load_model(
-        path,
-        device=model_settings.device,
-        cache_dir=model_settings.cache_dir,
-        intra_op_threads=model_settings.intra_op_threads,
-        precision=model_settings.precision,
-        policies=policies,
-    )
+    """The model the worker serves (`models.serving`); `ModelSetupError` says what is wrong."""
+    return load_served_model(serving_options(settings))
 
 
 def make_cache(settings: Settings) -> ScoreCache:

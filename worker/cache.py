@@ -1,7 +1,10 @@
 """The score cache: repeat prompts are answered from Redis.
 
-The key is a SHA-256 of the model name and version, the version of the model's policy set and
-the normalized text, so a new model or a changed policy never serves an old score. The value
+The key is a SHA-256 of the model name and version, the model's fingerprint (what else decides
+its scores: its files, precision, window length and stride, calibration; `ModelInfo.fingerprint`),
+the version of the model's policy set and the normalized text, so a new model, a model changed in
+place or a changed policy never serves an old score. Thresholds are not in it: they decide the
+verdict, which is computed from the scores every time, not the scores. The value
 is the list of scores in the model's policy order; the prompt itself is never stored.
 
 Redis trouble never fails a verdict: the batch is scored as if every prompt were a miss, the
@@ -47,7 +50,13 @@ def cache_key(
     """The Redis key under which the scores of `normalized_text` are kept: for all the model's
     policies, or (`columns`) for a request's subset of them, in that order."""
     digest = hashlib.sha256()
-    for part in (info.name, info.version, policy_set_version(info, columns), normalized_text):
+    for part in (
+        info.name,
+        info.version,
+        info.fingerprint,
+        policy_set_version(info, columns),
+        normalized_text,
+    ):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     return prefix + digest.hexdigest()

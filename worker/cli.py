@@ -29,7 +29,7 @@ from pydantic import ValidationError
 _TOOLS: dict[str, tuple[str, str]] = {
     "train": ("models.train.train_head", "train a guard model, write a model directory"),
     "eval": ("models.evaluate_model", "measure model directories on labeled prompts"),
-    "export": ("models.export", "export ONNX fp32 / int8 / fp16, each checked against torch"),
+    "export": ("models.export.cli", "export ONNX fp32 / int8 / fp16, each checked against torch"),
     "merge": ("models.merge.cli", "merge GuardFormer directories, coefficients searched on validation F1"),
     "loadtest": ("loadtest.loadgen", "open-loop load test of workers through Kafka: latency, loss, report"),
     "synth": ("models.synth.cli", "synthetic prompts for a policy from a generator LLM, self-reflected"),

@@ -18,9 +18,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from models.base.contract import Encoded, FloatArray, GuardModel
+from models.base.contract import Columns, Encoded, FloatArray, GuardModel
+from models.base.packing import Piece, combine, plan_pieces
 from worker import metrics
-from worker.batching import plan_model_batches
 from worker.config import BatchingSettings
 
 log = logging.getLogger(__name__)
@@ -51,36 +51,48 @@ class InferenceRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_thread, function, argument)
 
-    async def encode(self, texts: list[str]) -> list[Encoded]:
-        return await self.off_loop(self.model.encode, texts)
+    async def encode(self, texts: Sequence[str], columns: Sequence[Columns] | None = None) -> list[Encoded]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, self.model.encode, texts, columns)
 
     async def score(self, items: Sequence[Encoded]) -> list[FloatArray | Exception]:
         """One result per item: its scores, or the error that stopped it from being scored alone.
 
-        Raises `ModelFailure` when a prompt failed and the known-good prompt fails too.
+        The calls are packed by `models.base.packing` from the model's own costs, and all handed
+        to the model thread at once, so it never waits for the event loop between them. Raises
+        `ModelFailure` when a prompt failed and the known-good prompt fails too.
         """
-        results: list[FloatArray | Exception] = [ValueError("not scored")] * len(items)
-        plan = plan_model_batches(items, self._batching.max_batch_tokens, self._batching.max_batch_requests)
-        for indices in plan:
-            scored = await self._score_with_split([items[i] for i in indices])
-            for index, result in zip(indices, scored, strict=True):
-                results[index] = result
-        if any(isinstance(r, Exception) for r in results):
+        pieces, calls = await self.off_loop(self._plan, items)
+        scored = await asyncio.gather(*(self._score_with_split([pieces[i] for i in call]) for call in calls))
+        outcome: list[FloatArray | Exception | None] = [None] * len(pieces)
+        for call, results in zip(calls, scored, strict=True):
+            for index, result in zip(call, results, strict=True):
+                outcome[index] = result
+        failed = {p.owner: r for p, r in zip(pieces, outcome, strict=True) if isinstance(r, Exception)}
+        if failed:
             await self._check_known_good()
-        return results
+        rows = [r if isinstance(r, np.ndarray) else np.zeros(0, dtype=np.float32) for r in outcome]
+        ok = [(p, r) for p, r in zip(pieces, rows, strict=True) if p.owner not in failed]
+        combined = combine(len(items), len(self.model.info.policies), [p for p, _ in ok], [r for _, r in ok])
+        return [failed.get(index, combined[index]) for index in range(len(items))]
+
+    def _plan(self, items: Sequence[Encoded]) -> tuple[list[Piece], list[list[int]]]:
+        batching = self._batching
+        return plan_pieces(self.model, items, batching.max_batch_tokens, batching.max_batch_requests)
 
     async def _check_known_good(self) -> None:
         """Raise `ModelFailure` unless the model scores the known-good prompt."""
         if self._known_good is None:
-            self._known_good = await self.encode([self.model.normalize(KNOWN_GOOD_PROMPT)])
+            text = await self.off_loop(self.model.normalize, KNOWN_GOOD_PROMPT)
+            self._known_good = await self.encode([text])
         try:
             await self._call_model(self._known_good)
         except Exception as exc:  # any error: the model is broken, whatever the input
             raise ModelFailure(f"the model fails on a known-good prompt too: {exc!r}") from exc
 
-    async def _score_with_split(self, batch: list[Encoded]) -> list[FloatArray | Exception]:
+    async def _score_with_split(self, batch: list[Piece]) -> list[FloatArray | Exception]:
         try:
-            scores = await self._call_model(batch)
+            scores = await self._call_model([piece.item for piece in batch])
         except Exception as exc:  # the model's errors are not ours to know in advance
             if len(batch) == 1:
                 log.exception("model failed on a single prompt")

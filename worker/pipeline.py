@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from models.base.contract import GuardModel, ModelInfo
@@ -147,9 +147,8 @@ class Pipeline:
         if not by_key:
             return
         groups = list(by_key.values())
-        encoded = await self._runner.encode([group[0].text for group in groups])
-        asked = [replace(e, columns=group[0].columns) for e, group in zip(encoded, groups, strict=True)]
-        scored = await self._runner.score(asked)
+        encoded = await self._runner.encode([g[0].text for g in groups], [g[0].columns for g in groups])
+        scored = await self._runner.score(encoded)
         for group, outcome in zip(groups, scored, strict=True):
             for item in group:
                 if isinstance(outcome, Exception):

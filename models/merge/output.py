@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from models.base.bert_onnx import file_sha256
 from models.base.mlp_head import MlpHead
-from models.export import atomic_directory
+from models.export.checks import atomic_directory
 from models.merge.weights import CONFIG_FILE, ENCODER_WEIGHTS, KIND, ModelWeights, Weights, split_weights
 from models.train.torch_encoder import TOKENIZER_FILES
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.numpy import load_file
 
 from models.base import bert_onnx
-from models.guardformer.export import export_guardformer
+from models.export.guardformer import export_guardformer
 from models.guardformer.guard import GuardFormerGuard
 from models.merge.cli import main as merge_main
 from models.merge.methods import merge
@@ -22,9 +22,10 @@ from models.merge.validation import load_into
 from models.merge.weights import MergeError, check_same_architecture, load_weights
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
 from models.train.guardformer_data import Pair
+from models.train.guardformer_io import PairEncoder, load_model, score_pairs
 from models.train.guardformer_model import GuardFormerModel
 from models.train.torch_encoder import SentenceEncoder
-from models.train.train_guardformer import PairEncoder, TrainSettings, load_model, save_model, score_pairs
+from models.train.train_guardformer import TrainSettings, save_model
 from tests.tiny_models import tiny_bert_config
 from worker.cli import main as guardstream_main
 

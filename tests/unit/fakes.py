@@ -6,7 +6,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.base.contract import Encoded, FloatArray, ModelInfo, Policy
+from models.base.contract import (
+    Columns,
+    Cost,
+    Encoded,
+    FloatArray,
+    ModelInfo,
+    Policy,
+    split_windows_within,
+    window_cost,
+)
 from worker.schema import DeadLetter, RawRecord, Verdict
 
 INFO = ModelInfo(
@@ -25,6 +34,7 @@ class KeywordModel:
 
     def __init__(self, fail_on: str | None = None) -> None:
         self.calls: list[int] = []
+        self.padded: list[int] = []  # each call's rows x its longest row
         self.asked: list[tuple[int, ...] | None] = []  # each scored item's columns
         self.fail_on = fail_on
         self._texts: dict[int, str] = {}
@@ -40,18 +50,32 @@ class KeywordModel:
     def normalize(self, text: str) -> str:
         return " ".join(text.split())
 
-    def encode(self, texts: list[str]) -> list[Encoded]:
+    def encode(self, texts: Sequence[str], columns: Sequence[Columns] | None = None) -> list[Encoded]:
+        """Windows of up to `max_length` ids, each starting with the text's tag."""
         out = []
-        for text in texts:
-            ids = np.array([hash(text) & 0xFFFF, *range(len(text.split()))], dtype=np.int64)
-            self._texts[int(ids[0])] = text
-            out.append(
-                Encoded(tuple(ids[i : i + INFO.max_length] for i in range(0, len(ids), INFO.max_length)))
+        asked = columns if columns is not None else [None] * len(texts)
+        for text, wanted in zip(texts, asked, strict=True):
+            tag = hash(text) & 0xFFFF
+            self._texts[tag] = text
+            words = np.arange(len(text.split()), dtype=np.int64)
+            size = INFO.max_length - 1
+            windows = tuple(
+                np.array([tag, *words[i : i + size]], dtype=np.int64)
+                for i in range(0, max(len(words), 1), size)
             )
+            out.append(Encoded(windows, columns=wanted))
         return out
 
-    def score(self, batch: list[Encoded]) -> FloatArray:
+    def cost(self, item: Encoded) -> Cost:
+        return window_cost(item)
+
+    def split(self, item: Encoded, max_tokens: int) -> list[Encoded]:
+        return split_windows_within(item, max_tokens)
+
+    def score(self, batch: Sequence[Encoded]) -> FloatArray:
         self.calls.append(len(batch))
+        costs = [self.cost(item) for item in batch]
+        self.padded.append(sum(c.rows for c in costs) * max((c.longest for c in costs), default=0))
         self.asked += [item.columns for item in batch]
         rows = []
         for item in batch:

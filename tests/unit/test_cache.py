@@ -18,6 +18,7 @@ def test_key_changes_with_text_model_version_and_policy_version() -> None:
     assert cache_key("p:", INFO, "hello!") != base
     assert cache_key("p:", dataclasses.replace(INFO, version="0.0.2"), "hello") != base
     assert cache_key("p:", dataclasses.replace(INFO, name="other"), "hello") != base
+    assert cache_key("p:", dataclasses.replace(INFO, fingerprint="recalibrated"), "hello") != base
     changed = (INFO.policies[0], Policy("prompt_injection", "3", 0.5))
     assert cache_key("p:", dataclasses.replace(INFO, policies=changed), "hello") != base
 
