@@ -33,8 +33,8 @@ from typing import Any
 
 from loadtest.demo import REPO_ROOT, start_worker, wait_ready
 from loadtest.kafka_client import Collector, prompt, publish
+from worker.admin import ensure_topics
 from worker.config import Settings, load_settings
-from worker.kafka import ensure_topics
 
 SUBJECTS = (
     "the weather",

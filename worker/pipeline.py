@@ -1,8 +1,9 @@
 """The data path of one batch, with no Kafka in it.
 
 records -> decode (requests | dead letters) -> cache lookup (one round trip) -> model on the
-misses -> cache write -> verdicts -> sink (waits for delivery). The Kafka-facing module commits
-the input offsets only after `handle` returns, so a crash anywhere before re-reads the batch.
+misses -> cache write -> verdicts (`process`), then the sink, which waits for delivery
+(`deliver`). The agent (`worker.agent`) acks the batch's input offsets only after `deliver`
+returns, so a crash anywhere before re-reads the batch.
 """
 
 from __future__ import annotations
@@ -57,13 +58,6 @@ class Pipeline:
         self._sink = sink
         self._runner = InferenceRunner(model, settings.batching)
         self._policy_ids = self._info.policy_ids
-
-    async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Score, deliver and account for every record of the batch."""
-        started = time.perf_counter()
-        result = await self.process(records, started)
-        await self.deliver(result, started)
-        return result
 
     async def deliver(self, result: BatchResult, started: float) -> None:
         """Hand the batch's verdicts and dead letters to the sink; returns once they are delivered."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from models.base.contract import (
     Columns,
@@ -17,6 +21,9 @@ from models.base.contract import (
     window_cost,
 )
 from worker.schema import DeadLetter, RawRecord, Verdict
+
+if TYPE_CHECKING:
+    from worker.pipeline import Pipeline
 
 INFO = ModelInfo(
     name="fake",
@@ -98,3 +105,64 @@ class ListSink:
 
 def record(value: bytes | None, offset: int = 0, key: bytes | None = None) -> RawRecord:
     return RawRecord("prompts", 0, offset, key, value, (("trace", b"t-1"),), 1_700_000_000_000)
+
+
+def event(offset: int) -> Any:
+    """A faust event of a valid prompt, as the agent takes it from the stream."""
+    return event_of(record(orjson.dumps({"id": f"r{offset}", "text": f"text {offset}"}), offset))
+
+
+def event_of(raw: RawRecord) -> Any:
+    """The faust event (`event.message`) a consumed record arrives as."""
+    timestamp = raw.timestamp_ms / 1000 if raw.timestamp_ms else None
+    fields = {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset, "key": raw.key}
+    message = SimpleNamespace(**fields, value=raw.value, headers=list(raw.headers), timestamp=timestamp)
+    return SimpleNamespace(message=message)
+
+
+class FakeStream:
+    """faust's stream as the agent uses it: `noack_take` batches, `ack` each event."""
+
+    def __init__(self, batches: list[list[Any]]) -> None:
+        self.batches = batches
+        self.acked: list[int] = []
+        self.taken = 0
+        self.all_acked = asyncio.Event()
+        self._total = sum(len(b) for b in batches)
+
+    async def noack_take(self, max_: int, within: float) -> AsyncIterator[Sequence[Any]]:
+        for batch in self.batches:
+            self.taken += 1
+            yield batch
+        await asyncio.Event().wait()
+
+    async def ack(self, event: Any) -> bool:
+        self.acked.append(event.message.offset)
+        if len(self.acked) == self._total:
+            self.all_acked.set()
+        return True
+
+
+async def run_agent(
+    pipeline: Pipeline, *batches: Sequence[RawRecord], on_fatal: Callable[[], None] | None = None
+) -> FakeStream:
+    """Run the batches through the wiring production runs (the agent's take, process, deliver and
+    ack) and return once every event is acked, or once the agent gave up on a batch (`on_fatal`)."""
+    from worker.agent import BatchAgent
+    from worker.config import Settings
+    from worker.health import Health
+
+    stream = FakeStream([[event_of(r) for r in batch] for batch in batches])
+    failed = asyncio.Event()
+
+    def fatal() -> None:
+        failed.set()
+        if on_fatal is not None:
+            on_fatal()
+
+    task = asyncio.create_task(BatchAgent(Settings(), pipeline, Health(), fatal).run(stream))
+    waits = [asyncio.ensure_future(stream.all_acked.wait()), asyncio.ensure_future(failed.wait())]
+    await asyncio.wait(waits, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in [*waits, task]:
+        waiting.cancel()
+    return stream
