@@ -31,7 +31,7 @@ from worker.score import add_score_parser
 #: have their own parsers and are imported only when run: the worker imports no tool.
 _TOOLS: dict[str, tuple[str, str, str]] = {
     "train": ("models.train.train_head", "train", "train a guard model, write a model directory"),
-    "eval": ("models.evaluate_model", "train", "measure model directories on labeled prompts"),
+    "eval": ("models.eval.cli", "train", "measure model directories on labeled prompts"),
     "export": ("models.export.cli", "train", "export ONNX fp32 / int8 / fp16, each checked against torch"),
     "merge": (
         "models.merge.cli",
