@@ -189,7 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         import importlib
 
-        demo: Any = importlib.import_module("loadtest.demo")  # a tool: never imported by the worker
+        try:
+            demo: Any = importlib.import_module("loadtest.demo")  # a tool: never imported by the worker
+        except ModuleNotFoundError as exc:
+            print(f"guardstream demo: needs {exc.name}, which is not installed here", file=sys.stderr)
+            return 2
         status: int = demo.run_demo(settings, start_services=not args.no_services, timeout_s=args.timeout_s)
         return status
     if args.command == "score":
