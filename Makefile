@@ -2,6 +2,7 @@
 BIN := .venv/bin
 SERVICES := bash deploy/local/services.sh
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install demo test test-unit lint format typecheck bench bench-load lock services-start services-stop
 
@@ -22,6 +23,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format:
 	$(BIN)/ruff format .
@@ -32,7 +34,7 @@ typecheck: install
 
 bench: install
 	$(SERVICES) start
-	$(BIN)/python -m loadtest.bench_worker
+	$(BIN)/python -m loadtest.bench_worker $(BENCH_ARGS)
 
 bench-load: install
 	$(SERVICES) start

@@ -3,7 +3,8 @@
     python -m loadtest.bench_worker [--n 3000] [--out loadtest/results/bench-worker.json]
 
 Four figures from one run, so their ratios hold on a noisy machine:
-- model:   texts/s of the model alone (tokenize + score), batches of `max_batch_requests`;
+- model:   texts/s of the model alone (tokenize + score), batches of `max_batch_requests` in the
+           model calls the worker's packer makes;
 - unique:  verdicts/s of one worker on a topic pre-loaded with N distinct prompts (all misses);
 - repeats: verdicts/s on N prompts whose texts are all in the cache already;
 - naive:   verdicts/s of `loadtest.naive_worker` (one prompt, one model call, one produce) on
@@ -33,8 +34,9 @@ from typing import Any
 
 from loadtest.demo import REPO_ROOT, start_worker, wait_ready
 from loadtest.kafka_client import Collector, prompt, publish
+from models.base.packing import score_items
+from worker.admin import ensure_topics
 from worker.config import Settings, load_settings
-from worker.kafka import ensure_topics
 
 SUBJECTS = (
     "the weather",
@@ -76,12 +78,12 @@ def bench_model(settings: Settings, texts: list[str]) -> float:
     from worker.app import load_guard_model
 
     model = load_guard_model(settings)
-    size = settings.batching.max_batch_requests
+    size, budget = settings.batching.max_batch_requests, settings.batching.max_batch_tokens
     normalized = [model.normalize(t) for t in texts]
-    model.score(model.encode(normalized[:size]))  # warm-up
+    score_items(model, model.encode(normalized[:size]), budget, size)  # warm-up
     started = time.perf_counter()
-    for i in range(0, len(normalized), size):
-        model.score(model.encode(normalized[i : i + size]))
+    for i in range(0, len(normalized), size):  # the model calls the worker's packer makes
+        score_items(model, model.encode(normalized[i : i + size]), budget, size)
     return len(texts) / (time.perf_counter() - started)
 
 

@@ -1,4 +1,4 @@
-"""`guardstream demo` and `guardstream score`.
+"""`guardstream demo`.
 
 The demo starts the local Kafka and Redis with deploy/local/services.sh, runs a worker in a
 child process, sends a handful of sample prompts (and two broken records), then the same
@@ -153,17 +153,3 @@ def run_demo(settings: Settings, start_services: bool, timeout_s: float) -> int:
     print(f"\nModel: {model['name']} {model['version']}; worker exited with status {status}.")
     print("Kafka and Redis keep running; stop them with: bash deploy/local/services.sh stop")
     return 0 if status == 0 else 1
-
-
-def score_texts(settings: Settings, texts: list[str]) -> int:
-    """Print each text's scores and decision, straight from the model."""
-    from worker.app import load_guard_model
-
-    model = load_guard_model(settings)
-    normalized = [model.normalize(t) for t in texts]
-    scores = model.score(model.encode(normalized))
-    for text, row in zip(texts, scores, strict=True):
-        flagged = [p.id for p, s in zip(model.info.policies, row, strict=True) if s >= p.threshold]
-        shown = " ".join(f"{p.id}={s:.3f}" for p, s in zip(model.info.policies, row, strict=True))
-        print(f"{'block' if flagged else 'allow':6} {shown}  {text[:80]}")
-    return 0

@@ -6,7 +6,7 @@ import json
 
 from transformers import BertConfig
 
-from models.runtime import bert_onnx
+from models.base import bert_onnx
 
 
 def tiny_bert_config(max_positions: int = 64) -> BertConfig:

@@ -1,21 +1,33 @@
-"""Start-up and shutdown of one worker process: settings -> model -> topics -> faust."""
+"""Start-up and shutdown of one worker process: settings -> model -> topics -> faust app -> agent.
+
+The Kafka-facing modules are this one (the faust app and worker), `admin` (topics at start-up),
+`agent` (batches in, acks out) and `sink` (verdicts and dead letters out); the private faust and
+aiokafka APIs they need are all in `kafka_private`. SIGTERM / SIGINT: the worker stops taking
+batches, lets the batch in hand finish and ack, commits, then lets faust stop: exit status 0.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import os
+import signal
+import socket
+from typing import Any
 
-from models.runtime.base import GuardModel
-from worker import kafka
-from worker.cache import MemoryScoreCache, RedisScoreCache, ScoreCache
+import faust
+
+from models.base.contract import GuardModel
+from models.serving import ModelSetupError, ServingOptions, load_served_model
+from worker.admin import KafkaUnavailable, ensure_topics
+from worker.agent import BatchAgent, fatal_exit
+from worker.cache import NullScoreCache, RedisScoreCache, ScoreCache
 from worker.config import Settings
 from worker.health import Health, add_health_pages
+from worker.kafka_private import SignalHookedWorker
+from worker.kafka_security import broker_credentials
 from worker.pipeline import Pipeline
-
-if TYPE_CHECKING:
-    from models.policies import PolicySet
+from worker.sink import DELIVERY_ATTEMPT_TIMEOUT_S, FaustSink
 
 log = logging.getLogger(__name__)
 
@@ -23,59 +35,28 @@ log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 60.0
 
 
-class ModelSetupError(Exception):
-    """The model, the GuardFormer or the policy registry cannot be used: the message says why."""
-
-
-def load_guard_model(settings: Settings) -> GuardModel:
-    """The model the worker serves: the model directory alone, or routed over the policy registry.
-
-    Without a registry (`policies.path`) and without a GuardFormer, the model scores its own
-    policies. Otherwise every enabled policy of the registry (the starter set by default) is
-    scored by the model at `model.path` when it knows it, else by the GuardFormer.
-    """
-    from models.embedder.config import ModelDirectoryError
-    from models.guardformer.guard import GuardFormerGuard
-    from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
-    from models.runtime.routing import PolicyRoutingError, route_policies
-
-    model_settings, registry_path = settings.model, settings.policies.path
-    try:
-        registry = load_policies(registry_path) if registry_path is not None else None
-        base = _load(settings, model_settings.path, registry)
-        if isinstance(base, GuardFormerGuard):  # it reads the registry's policies itself
-            return base
-        if registry is None and model_settings.guardformer_path is None:
-            return base
-        registry = registry if registry is not None else load_policies(DEFAULT_POLICY_DIR)
-        if set(base.info.policy_ids) >= set(registry.enabled().ids):
-            return route_policies(base, registry)
-        known = set(base.info.policy_ids)
-        rest = PolicySet(tuple(p for p in registry.enabled() if p.id not in known))
-        guardformer = None
-        if model_settings.guardformer_path is not None:
-            guardformer = _load(settings, model_settings.guardformer_path, rest)
-        return route_policies(base, registry, guardformer)
-    except (ModelDirectoryError, PolicyError, PolicyRoutingError) as exc:
-        raise ModelSetupError(str(exc)) from exc
-
-
-def _load(settings: Settings, path: Path, policies: PolicySet | None) -> GuardModel:
-    from models.runtime.loader import load_model
-
-    model_settings = settings.model
-    return load_model(
-        path,
-        device=model_settings.device,
-        cache_dir=model_settings.cache_dir,
-        intra_op_threads=model_settings.intra_op_threads,
-        precision=model_settings.precision,
-        policies=policies,
+def serving_options(settings: Settings) -> ServingOptions:
+    """What the served model is made of, from the worker's settings."""
+    model = settings.model
+    return ServingOptions(
+        model_path=model.path,
+        guardformer_path=model.guardformer_path,
+        policies_path=settings.policies.path,
+        device=model.device,
+        cache_dir=model.cache_dir,
+        intra_op_threads=model.intra_op_threads,
+        precision=model.precision,
     )
 
 
+def load_guard_model(settings: Settings) -> GuardModel:
+    """The model the worker serves (`models.serving`); `ModelSetupError` says what is wrong."""
+    return load_served_model(serving_options(settings))
+
+
 def make_cache(settings: Settings) -> ScoreCache:
-    return RedisScoreCache(settings.redis) if settings.redis.enabled else MemoryScoreCache()
+    """Redis, or with the cache turned off a cache that holds nothing."""
+    return RedisScoreCache(settings.redis) if settings.redis.enabled else NullScoreCache()
 
 
 def run_worker(settings: Settings) -> None:
@@ -94,19 +75,19 @@ def run_worker(settings: Settings) -> None:
         ", ".join(f"{p.id}@{p.version}>={p.threshold:.3f}" for p in info.policies),
     )
     try:
-        created = _run_once(kafka.ensure_topics(settings.kafka))
-    except kafka.KafkaUnavailable as exc:
+        created = _run_once(ensure_topics(settings.kafka))
+    except KafkaUnavailable as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(1) from exc
     if created:
         log.info("created topics: %s", ", ".join(created))
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = kafka.build_app(settings)
+    app = build_app(settings)
     health = Health(details={"model": f"{info.name}:{info.version}", "device": model.device})
     add_health_pages(app, health)
-    sink = kafka.FaustSink(app, settings.kafka, kafka.worker_id())
+    sink = FaustSink(app, settings.kafka, worker_id())
     pipeline = Pipeline(settings, model, make_cache(settings), sink)
-    agent = kafka.BatchAgent(settings, pipeline, health)
+    agent = BatchAgent(settings, pipeline, health)
     source = app.topic(
         settings.kafka.input_topic,
         key_type=bytes,
@@ -116,7 +97,7 @@ def run_worker(settings: Settings) -> None:
         allow_empty=True,
     )
     app.agent(source, name="guardstream.score")(agent.run)
-    worker = kafka.GracefulWorker(app, agent, health, DRAIN_TIMEOUT_S, loglevel=settings.log_level)
+    worker = GracefulWorker(app, agent, health, DRAIN_TIMEOUT_S, loglevel=settings.log_level)
     worker.execute_from_commandline()
 
 
@@ -126,3 +107,88 @@ def _run_once(coro: Any) -> Any:
         return loop.run_until_complete(coro)
     finally:
         loop.close()
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The faust app: raw-bytes topics, manual batching, memory store, our web port."""
+    kafka = settings.kafka
+    brokers = ";".join(f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(","))
+    return faust.App(
+        kafka.group_id,
+        broker=brokers,
+        broker_credentials=broker_credentials(kafka),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=True,
+        web_bind=settings.web.host,
+        web_host=settings.web.host,
+        web_port=settings.web.port,
+        broker_commit_interval=kafka.commit_interval_s,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 3),
+        consumer_auto_offset_reset=kafka.auto_offset_reset,
+        # Static membership (KIP-345) when set: faust hands it to aiokafka as group_instance_id.
+        consumer_group_instance_id=kafka.group_instance_id,
+        producer_acks=-1,
+        producer_request_timeout=DELIVERY_ATTEMPT_TIMEOUT_S,
+        # Do not wait for un-acked events on stop: a batch parked by the drain stays un-acked
+        # (so uncommitted) on purpose and is read again by the next owner of its partition.
+        stream_wait_empty=False,
+        stream_buffer_maxsize=max(4 * settings.batching.max_batch_requests, 256),
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+    )
+
+
+class GracefulWorker(SignalHookedWorker):
+    """A faust worker whose SIGTERM finishes the batch in hand before faust stops."""
+
+    def __init__(
+        self, app: faust.App, agent: BatchAgent, health: Health, drain_timeout_s: float, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._agent = agent
+        self._health = health
+        self._drain_timeout_s = drain_timeout_s
+        self._drain_task: asyncio.Future[None] | None = None
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        self._health.set_ready(True)
+
+    def on_stop_signal(self, signum: signal.Signals) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.ensure_future(self._drain_then_stop(signum), loop=self.loop)
+
+    async def _drain_then_stop(self, signum: signal.Signals) -> None:
+        log.info("%s received: finishing the batch in hand", signum.name)
+        if not await self._agent.drain(self._drain_timeout_s):
+            log.error(
+                "batch still running after %.0f s; exiting without committing it",
+                self._drain_timeout_s,
+            )
+            fatal_exit()
+        await self._commit_acked()
+        self.schedule_shutdown(signum)
+
+    async def _commit_acked(self) -> None:
+        """Commit every acked offset before faust stops.
+
+        faust's own commit on stop returns without committing when a periodic commit is in
+        flight (it only waits for that one, whose offsets may predate the last acks), so the
+        records of the last batch would be read again by the next owner. The first call here may
+        likewise only wait; the second then commits what is acked by now.
+        """
+        consumer = self.app.consumer
+        for _ in range(2):
+            try:
+                await consumer.commit()
+            except Exception:  # a failed commit only means records are read again: at-least-once
+                log.warning(
+                    "commit before stop failed; uncommitted records will be read again", exc_info=True
+                )
+                return
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,7 +1,10 @@
 """The score cache: repeat prompts are answered from Redis.
 
-The key is a SHA-256 of the model name and version, the version of the model's policy set and
-the normalized text, so a new model or a changed policy never serves an old score. The value
+The key is a SHA-256 of the model name and version, the model's fingerprint (what else decides
+its scores: its files, precision, window length and stride, calibration; `ModelInfo.fingerprint`),
+the version of the model's policy set and the normalized text, so a new model, a model changed in
+place or a changed policy never serves an old score. Thresholds are not in it: they decide the
+verdict, which is computed from the scores every time, not the scores. The value
 is the list of scores in the model's policy order; the prompt itself is never stored.
 
 Redis trouble never fails a verdict: the batch is scored as if every prompt were a miss, the
@@ -23,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from models.runtime.base import ModelInfo
+from models.base.contract import ModelInfo
 from worker import metrics
 from worker.config import RedisSettings
 from worker.ratelimit import RateLimitedLog
@@ -47,7 +50,13 @@ def cache_key(
     """The Redis key under which the scores of `normalized_text` are kept: for all the model's
     policies, or (`columns`) for a request's subset of them, in that order."""
     digest = hashlib.sha256()
-    for part in (info.name, info.version, policy_set_version(info, columns), normalized_text):
+    for part in (
+        info.name,
+        info.version,
+        info.fingerprint,
+        policy_set_version(info, columns),
+        normalized_text,
+    ):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     return prefix + digest.hexdigest()
@@ -61,8 +70,21 @@ class ScoreCache(Protocol):
     async def close(self) -> None: ...
 
 
+class NullScoreCache:
+    """No cache (`--no-cache`, `redis.enabled=false`): keeps nothing, every lookup misses."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[Scores | None]:
+        return [None] * len(keys)
+
+    async def put_many(self, entries: Sequence[tuple[str, Scores]]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 class MemoryScoreCache:
-    """A dict-backed cache for tests and for running without Redis."""
+    """A dict-backed cache for tests (it never forgets: not for a running worker)."""
 
     def __init__(self) -> None:
         self.data: dict[str, Scores] = {}

@@ -8,6 +8,7 @@
     guardstream export   write ONNX fp32 / int8 / fp16 files checked against torch (training extra)
     guardstream merge    merge GuardFormer directories, searching the coefficients (training extra)
     guardstream loadtest open-loop load test through Kafka: throughput, latency, lost/duplicated records
+                         (loadtest extra)
     guardstream synth    synthetic guardrail data from a policy with a generator LLM (synth extra)
 
 Settings come from GUARDSTREAM_* environment variables; flags win over them.
@@ -24,17 +25,30 @@ from typing import Any
 
 from pydantic import ValidationError
 
-#: Training tools: command -> (module with `main(argv) -> int`, help). They have their own
-#: parsers and need the `train` extra, so they are imported only when run.
-_TOOLS: dict[str, tuple[str, str]] = {
-    "train": ("models.train.train_head", "train a guard model, write a model directory"),
-    "eval": ("models.evaluate_model", "measure model directories on labeled prompts"),
-    "export": ("models.export", "export ONNX fp32 / int8 / fp16, each checked against torch"),
-    "merge": ("models.merge.cli", "merge GuardFormer directories, coefficients searched on validation F1"),
-    "loadtest": ("loadtest.loadgen", "open-loop load test of workers through Kafka: latency, loss, report"),
-    "synth": ("models.synth.cli", "synthetic prompts for a policy from a generator LLM, self-reflected"),
+from worker.score import add_score_parser
+
+#: Offline tools: command -> (module with `main(argv) -> int`, the extra it needs, help). They
+#: have their own parsers and are imported only when run: the worker imports no tool.
+_TOOLS: dict[str, tuple[str, str, str]] = {
+    "train": ("models.train.train_head", "train", "train a guard model, write a model directory"),
+    "eval": ("models.eval.cli", "train", "measure model directories on labeled prompts"),
+    "export": ("models.export.cli", "train", "export ONNX fp32 / int8 / fp16, each checked against torch"),
+    "merge": (
+        "models.merge.cli",
+        "train",
+        "merge GuardFormer directories, coefficients searched on validation F1",
+    ),
+    "loadtest": (
+        "loadtest.loadgen",
+        "loadtest",
+        "open-loop load test of workers through Kafka: latency, loss",
+    ),
+    "synth": (
+        "models.synth.cli",
+        "synth",
+        "synthetic prompts for a policy from a generator LLM, self-reflected",
+    ),
 }
-_TRAIN_EXTRA_HINT = "install the training tools: pip install 'guardstream[train]' (or make install)"
 
 #: flag -> (settings section, field)
 _FLAGS: dict[str, tuple[str, str]] = {
@@ -129,24 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-services", action="store_true", help="use Kafka and Redis already running")
     demo.add_argument("--timeout-s", type=float, default=120.0, help="give up waiting after this long [120]")
     _add_settings_flags(demo)
-    score = commands.add_parser("score", help="score texts without Kafka", description="Print scores.")
-    score.add_argument("texts", nargs="+", help="prompts to score")
-    _add_settings_flags(score)
-    for name, (_, help_text) in _TOOLS.items():
+    add_score_parser(commands)
+    for name, (_, _, help_text) in _TOOLS.items():
         commands.add_parser(name, help=help_text, description=f"{help_text}; see guardstream {name} --help")
     return parser
 
 
 def run_tool(name: str, argv: Sequence[str]) -> int:
-    """Run a training tool's own command line, with a clear message when its extra is missing."""
+    """Run a tool's own command line, with a clear message when its extra is missing."""
     import importlib
 
-    module_name, _ = _TOOLS[name]
+    module_name, extra, _ = _TOOLS[name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         print(
-            f"guardstream {name}: needs {exc.name}, which is not installed: {_TRAIN_EXTRA_HINT}",
+            f"guardstream {name}: needs {exc.name}, which is not installed: "
+            f"pip install 'guardstream[{extra}]' (or make install)",
             file=sys.stderr,
         )
         return 2
@@ -164,19 +177,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"guardstream: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = args.command == "score" and not getattr(args, "log_level", None)  # its output is the verdicts
+    logging.basicConfig(
+        level="WARNING" if quiet else settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.command == "worker":
         from worker.app import run_worker
 
         run_worker(settings)
     if args.command == "demo":
-        from loadtest.demo import run_demo
+        import importlib
 
-        return run_demo(settings, start_services=not args.no_services, timeout_s=args.timeout_s)
+        try:
+            demo: Any = importlib.import_module("loadtest.demo")  # a tool: never imported by the worker
+        except ModuleNotFoundError as exc:
+            print(f"guardstream demo: needs {exc.name}, which is not installed here", file=sys.stderr)
+            return 2
+        status: int = demo.run_demo(settings, start_services=not args.no_services, timeout_s=args.timeout_s)
+        return status
     if args.command == "score":
-        from loadtest.demo import score_texts
+        from worker.score import run_score
 
-        return score_texts(settings, args.texts)
+        return run_score(settings, args)
     return 0
 
 

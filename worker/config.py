@@ -14,9 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-import models
-
-DEFAULT_MODEL_DIR = Path(models.__file__).resolve().parent / "artifacts" / "embedder-minilm"
+from models.base.directory import DEFAULT_MODEL_DIR
 
 
 class _Section(BaseModel):

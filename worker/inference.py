@@ -1,9 +1,10 @@
 """Runs the guard model off the event loop.
 
-Tokenizing and scoring are CPU/GPU work: they run on their own threads so the event loop keeps
-fetching, heartbeating and serving health checks meanwhile. A model call that fails is split in
-halves and retried (a GPU out of memory is the usual cause); a single prompt that still fails is
-reported back to the caller so it can become a dead letter.
+Normalizing, tokenizing and scoring are CPU/GPU work: they run on their own threads so the event
+loop keeps fetching, heartbeating and serving health checks meanwhile. A model call that fails
+is split in halves and retried (a GPU out of memory is the usual cause) down to single prompts;
+a prompt that still fails alone is reported back to the caller so it can become a dead letter.
+Only when the model also fails on a known-good prompt is it broken: then `ModelFailure`.
 """
 
 from __future__ import annotations
@@ -11,51 +12,87 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
-from models.runtime.base import Encoded, FloatArray, GuardModel
+from models.base.contract import Columns, Encoded, FloatArray, GuardModel
+from models.base.packing import Piece, combine, plan_pieces
 from worker import metrics
-from worker.batching import plan_model_batches
 from worker.config import BatchingSettings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+A = TypeVar("A")
+
+#: A prompt every working model scores: when it fails too, the model is broken, not the input.
+KNOWN_GOOD_PROMPT = "What is the capital of France?"
+
 
 class ModelFailure(Exception):
-    """Every prompt of a batch failed on its own: the model itself is broken."""
+    """The model fails on a known-good prompt too: it is broken, not the batch's prompts."""
 
 
 class InferenceRunner:
-    """Tokenizes on one thread, scores on another."""
+    """Normalizes and tokenizes on one thread, scores on another."""
 
     def __init__(self, model: GuardModel, batching: BatchingSettings) -> None:
         self.model = model
         self._batching = batching
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="guardstream-tokenize")
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="guardstream-model")
+        self._known_good: list[Encoded] | None = None
 
-    async def encode(self, texts: list[str]) -> list[Encoded]:
+    async def off_loop(self, function: Callable[[A], T], argument: A) -> T:
+        """`function(argument)` on the tokenizer thread (text work that would stall the loop)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_thread, self.model.encode, texts)
+        return await loop.run_in_executor(self._tokenizer_thread, function, argument)
+
+    async def encode(self, texts: Sequence[str], columns: Sequence[Columns] | None = None) -> list[Encoded]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, self.model.encode, texts, columns)
 
     async def score(self, items: Sequence[Encoded]) -> list[FloatArray | Exception]:
-        """One result per item: its scores, or the error that stopped it from being scored."""
-        results: list[FloatArray | Exception] = [ValueError("not scored")] * len(items)
-        plan = plan_model_batches(items, self._batching.max_batch_tokens, self._batching.max_batch_requests)
-        for indices in plan:
-            scored = await self._score_with_split([items[i] for i in indices])
-            for index, result in zip(indices, scored, strict=True):
-                results[index] = result
-        if items and all(isinstance(r, Exception) for r in results) and len(items) > 1:
-            raise ModelFailure(f"all {len(items)} prompts failed: {results[0]!r}")
-        return results
+        """One result per item: its scores, or the error that stopped it from being scored alone.
 
-    async def _score_with_split(self, batch: list[Encoded]) -> list[FloatArray | Exception]:
+        The calls are packed by `models.base.packing` from the model's own costs, and all handed
+        to the model thread at once, so it never waits for the event loop between them. Raises
+        `ModelFailure` when a prompt failed and the known-good prompt fails too.
+        """
+        pieces, calls = await self.off_loop(self._plan, items)
+        scored = await asyncio.gather(*(self._score_with_split([pieces[i] for i in call]) for call in calls))
+        outcome: list[FloatArray | Exception | None] = [None] * len(pieces)
+        for call, results in zip(calls, scored, strict=True):
+            for index, result in zip(call, results, strict=True):
+                outcome[index] = result
+        failed = {p.owner: r for p, r in zip(pieces, outcome, strict=True) if isinstance(r, Exception)}
+        if failed:
+            await self._check_known_good()
+        rows = [r if isinstance(r, np.ndarray) else np.zeros(0, dtype=np.float32) for r in outcome]
+        ok = [(p, r) for p, r in zip(pieces, rows, strict=True) if p.owner not in failed]
+        combined = combine(len(items), len(self.model.info.policies), [p for p, _ in ok], [r for _, r in ok])
+        return [failed.get(index, combined[index]) for index in range(len(items))]
+
+    def _plan(self, items: Sequence[Encoded]) -> tuple[list[Piece], list[list[int]]]:
+        batching = self._batching
+        return plan_pieces(self.model, items, batching.max_batch_tokens, batching.max_batch_requests)
+
+    async def _check_known_good(self) -> None:
+        """Raise `ModelFailure` unless the model scores the known-good prompt."""
+        if self._known_good is None:
+            text = await self.off_loop(self.model.normalize, KNOWN_GOOD_PROMPT)
+            self._known_good = await self.encode([text])
         try:
-            scores = await self._call_model(batch)
+            await self._call_model(self._known_good)
+        except Exception as exc:  # any error: the model is broken, whatever the input
+            raise ModelFailure(f"the model fails on a known-good prompt too: {exc!r}") from exc
+
+    async def _score_with_split(self, batch: list[Piece]) -> list[FloatArray | Exception]:
+        try:
+            scores = await self._call_model([piece.item for piece in batch])
         except Exception as exc:  # the model's errors are not ours to know in advance
             if len(batch) == 1:
                 log.exception("model failed on a single prompt")

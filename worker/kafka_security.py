@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from worker.config import KafkaSettings
+from worker.kafka_private import aiokafka_auth_of
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
@@ -46,4 +46,4 @@ def broker_credentials(kafka: KafkaSettings) -> Any:
 
 def aiokafka_auth(kafka: KafkaSettings) -> Mapping[str, Any]:
     """Keyword arguments of an aiokafka client: security_protocol, ssl_context, sasl_*."""
-    return dict(credentials_to_aiokafka_auth(broker_credentials(kafka)))
+    return aiokafka_auth_of(broker_credentials(kafka))

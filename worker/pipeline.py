@@ -1,8 +1,9 @@
 """The data path of one batch, with no Kafka in it.
 
 records -> decode (requests | dead letters) -> cache lookup (one round trip) -> model on the
-misses -> cache write -> verdicts -> sink (waits for delivery). The Kafka-facing module commits
-the input offsets only after `handle` returns, so a crash anywhere before re-reads the batch.
+misses -> cache write -> verdicts (`process`), then the sink, which waits for delivery
+(`deliver`). The agent (`worker.agent`) acks the batch's input offsets only after `deliver`
+returns, so a crash anywhere before re-reads the batch.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from models.runtime.base import GuardModel, ModelInfo
+from models.base.contract import GuardModel, ModelInfo
 from worker import codec, metrics
 from worker.cache import ScoreCache, Scores, cache_key
 from worker.config import Settings
@@ -58,13 +59,6 @@ class Pipeline:
         self._runner = InferenceRunner(model, settings.batching)
         self._policy_ids = self._info.policy_ids
 
-    async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Score, deliver and account for every record of the batch."""
-        started = time.perf_counter()
-        result = await self.process(records, started)
-        await self.deliver(result, started)
-        return result
-
     async def deliver(self, result: BatchResult, started: float) -> None:
         """Hand the batch's verdicts and dead letters to the sink; returns once they are delivered."""
         await self._sink.deliver(result.verdicts, result.letters)
@@ -77,7 +71,10 @@ class Pipeline:
         metrics.RECORDS_IN.inc(len(records))
         metrics.BATCH_SIZE.observe(len(records))
         result = BatchResult()
-        pending = self._decode(records, result)
+        pending, letters = await self._runner.off_loop(self._prepare, self._decode(records, result))
+        if letters:
+            position = {id(record): index for index, record in enumerate(records)}
+            result.letters = sorted([*result.letters, *letters], key=lambda d: position[id(d.source)])
         await self._lookup(pending)
         await self._score_misses(pending, result)
         await self._cache.put_many(
@@ -86,23 +83,31 @@ class Pipeline:
         result.verdicts = [self._verdict(p, started) for p in pending if p.scores is not None]
         return result
 
-    def _decode(self, records: Sequence[RawRecord], result: BatchResult) -> list[_Pending]:
-        pending = []
-        prefix = self._settings.redis.key_prefix
+    def _decode(self, records: Sequence[RawRecord], result: BatchResult) -> list[Request]:
+        """The valid requests of the batch; the other records become dead letters."""
+        requests = []
         for record in records:
             decoded = codec.decode(record, self._policy_ids, self._settings.limits)
             if isinstance(decoded, DeadLetter):
                 result.letters.append(decoded)
-                continue
-            text = self._model.normalize(decoded.text)
+            else:
+                requests.append(decoded)
+        return requests
+
+    def _prepare(self, requests: Sequence[Request]) -> tuple[list[_Pending], list[DeadLetter]]:
+        """Normalized texts and cache keys. Runs off the event loop: normalizing 100k characters
+        takes tens of milliseconds, and a batch of them would stall heartbeats and health checks."""
+        pending, letters = [], []
+        prefix = self._settings.redis.key_prefix
+        for request in requests:
+            text = self._model.normalize(request.text)
             if not text:
-                result.letters.append(
-                    DeadLetter(Reason.EMPTY_TEXT, "`text` is empty once normalized", record, decoded.id)
-                )
+                detail = "`text` is empty once normalized"
+                letters.append(DeadLetter(Reason.EMPTY_TEXT, detail, request.source, request.id))
                 continue
-            columns = self._columns(decoded.policies)
-            pending.append(_Pending(decoded, cache_key(prefix, self._info, text, columns), text, columns))
-        return pending
+            columns = self._columns(request.policies)
+            pending.append(_Pending(request, cache_key(prefix, self._info, text, columns), text, columns))
+        return pending, letters
 
     def _columns(self, policies: Sequence[str] | None) -> tuple[int, ...] | None:
         """The model's columns a request asks for, in model order; None when it asks for all."""
@@ -136,9 +141,8 @@ class Pipeline:
         if not by_key:
             return
         groups = list(by_key.values())
-        encoded = await self._runner.encode([group[0].text for group in groups])
-        asked = [replace(e, columns=group[0].columns) for e, group in zip(encoded, groups, strict=True)]
-        scored = await self._runner.score(asked)
+        encoded = await self._runner.encode([g[0].text for g in groups], [g[0].columns for g in groups])
+        scored = await self._runner.score(encoded)
         for group, outcome in zip(groups, scored, strict=True):
             for item in group:
                 if isinstance(outcome, Exception):

@@ -369,7 +369,9 @@ start_kafka() {
   write_kafka_properties
   ensure_kafka_storage
 
-  KAFKA_LOG_OFFSET=$(wc -c <"$KAFKA_LOGS/server.log" 2>/dev/null || echo 0)
+  # Where this start's lines of server.log begin (it is appended to; absent on a first start).
+  KAFKA_LOG_OFFSET=0
+  [[ -f $KAFKA_LOGS/server.log ]] && KAFKA_LOG_OFFSET=$(wc -c <"$KAFKA_LOGS/server.log")
   # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of flags
   setsid java $KAFKA_HEAP_OPTS \
     -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \

@@ -1,13 +1,21 @@
-"""The `config.json` of an embedder guard model directory."""
+"""The `config.json` of an embedder guard model directory (shared parts: `models.base.directory`)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.runtime.base import ModelInfo, Policy
+from models.base.contract import ModelInfo, Policy
+from models.base.directory import (
+    ModelDirectoryError,
+    OnnxFile,
+    inside,
+    onnx_files_from,
+    onnx_files_to,
+    read_config,
+    write_config,
+)
 
 KIND = "embedder"
 #: Longest window the encoder's position table allows.
@@ -34,40 +42,6 @@ class EncoderRef:
     def to_dict(self) -> dict[str, str]:
         where = {"package": self.package} if self.package is not None else {"path": str(self.path)}
         return {**where, "sha256": self.sha256}
-
-
-#: Precisions an exported model can carry, and the order `auto` prefers them in per device. int8
-#: (dynamic quantization) is the fastest on CPUs but its activation scales are computed per call,
-#: so a prompt's scores move with its batch-mates (by a few 1e-2): `auto` never picks it, as a
-#: cached score must not depend on the batch it was computed in. Ask for it with precision="int8".
-PRECISIONS = ("fp32", "int8", "fp16")
-PREFERENCE = {"cuda": ("fp16", "fp32"), "cpu": ("fp32", "fp16")}
-
-
-class ModelDirectoryError(ValueError):
-    """A model directory that cannot be loaded: the message names the directory and the problem."""
-
-
-def _inside(name: str, what: str) -> str:
-    """`name` if it is a relative path that stays inside the model directory."""
-    path = Path(name)
-    if not name or path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"{what} must be a relative path inside the model directory, got {name!r}")
-    return name
-
-
-@dataclass(frozen=True)
-class OnnxFile:
-    """A ready ONNX graph (encoder, pooling and head) at one precision, pinned by its SHA-256."""
-
-    precision: str
-    file: str
-    sha256: str
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r} (one of {', '.join(PRECISIONS)})")
-        _inside(self.file, f"onnx {self.precision} file")
 
 
 @dataclass(frozen=True)
@@ -102,13 +76,13 @@ class GuardConfig:
         if self.onnx:
             if self.tokenizer_file is None:
                 raise ValueError("a model with onnx files needs a tokenizer file")
-            _inside(self.tokenizer_file, "tokenizer")
+            inside(self.tokenizer_file, "tokenizer")
         elif self.encoder is None or self.head_file is None:
             raise ValueError("a model needs either onnx files and a tokenizer, or an encoder and a head")
         if self.head_file is not None:
-            _inside(self.head_file, "head")
+            inside(self.head_file, "head")
         if self.encoder is not None and self.encoder.path is not None:
-            _inside(self.encoder.path, "encoder path")
+            inside(self.encoder.path, "encoder path")
         if self.encoder is not None and (self.encoder.package is None) == (self.encoder.path is None):
             raise ValueError("encoder needs exactly one of package and path")
 
@@ -124,9 +98,6 @@ class GuardConfig:
         if raw.get("kind", KIND) != KIND:
             raise ValueError(f"not an embedder guard config (kind={raw.get('kind')!r})")
         encoder = raw.get("encoder")
-        onnx = raw.get("onnx") or {}
-        if not isinstance(onnx, dict):
-            raise ValueError("onnx must be an object of precision -> {file, sha256}")
         return cls(
             name=str(raw["name"]),
             version=str(raw["version"]),
@@ -139,25 +110,15 @@ class GuardConfig:
             if encoder is not None
             else None,
             head_file=str(raw["head"]) if raw.get("head") is not None else None,
-            onnx=tuple(
-                OnnxFile(str(precision), str(entry["file"]), str(entry["sha256"]))
-                for precision, entry in onnx.items()
-            ),
+            onnx=onnx_files_from(raw.get("onnx")),
             tokenizer_file=str(raw["tokenizer"]) if raw.get("tokenizer") is not None else None,
         )
 
     @classmethod
     def load(cls, path: Path) -> GuardConfig:
         """Read and validate a `config.json`; `ModelDirectoryError` says what is wrong."""
-        if not path.is_file():
-            raise ModelDirectoryError(f"{path.parent}: no config.json (is this a model directory?)")
+        raw = read_config(path)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelDirectoryError(f"{path}: not valid JSON ({exc})") from exc
-        try:
-            if not isinstance(raw, dict):
-                raise TypeError("expected a JSON object")
             return cls.from_dict(raw)
         except KeyError as exc:
             raise ModelDirectoryError(f"{path}: invalid model config: missing field {exc}") from exc
@@ -178,9 +139,9 @@ class GuardConfig:
         if self.head_file is not None:
             out["head"] = self.head_file
         if self.onnx:
-            out["onnx"] = {f.precision: {"file": f.file, "sha256": f.sha256} for f in self.onnx}
+            out["onnx"] = onnx_files_to(self.onnx)
             out["tokenizer"] = self.tokenizer_file
         return out
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_config(path, self.to_dict())

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from models.base.contract import FloatArray, Policy
 from models.policies import PolicyDefinition
-from models.runtime.base import FloatArray, Policy
 
 #: Best thresholds are clipped into this range: a handful of validation prompts must not turn
 #: into an extreme shift.

@@ -13,88 +13,40 @@ scoring work grows linearly with the number of policies in force.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from models.embedder.config import PREFERENCE, ModelDirectoryError, OnnxFile
+from models.base import bert_onnx
+from models.base.contract import Columns, Cost, Encoded, FloatArray, ModelInfo, Policy
+from models.base.directory import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    ModelDirectoryError,
+    checked_file,
+    checked_onnx_file,
+    choose_onnx,
+    file_sha256,
+    fingerprint,
+    ort_errors,
+)
+from models.base.mlp_head import MlpHead
+from models.base.onnx_cache import cache_key, load_or_build
+from models.base.runner import WindowRunner
+from models.base.session import Device, create_session, cuda_unusable_reason
+from models.base.text import normalize_text
 from models.guardformer.calibration import apply_shifts, shifts_for
+from models.guardformer.config import GuardFormerConfig
 from models.guardformer.instruction import EncodedPolicy, InstructionTokenizer
 from models.policies import PolicySet
-from models.runtime import bert_onnx
-from models.runtime.base import Encoded, FloatArray, ModelInfo, Policy
-from models.runtime.mlp_head import MlpHead
-from models.runtime.onnx_cache import cache_key, load_or_build
-from models.runtime.runner import WindowRunner
-from models.runtime.session import Device, create_session, cuda_unusable_reason
-from models.text import normalize_text
 
 log = logging.getLogger(__name__)
 
-KIND = "guardformer"
-CONFIG_FILE = "config.json"
 SCORES = "scores"
-
-
-@dataclass(frozen=True)
-class GuardFormerConfig:
-    """A trained directory names `encoder` + `head`; an exported one `onnx` files + `tokenizer`."""
-
-    name: str
-    version: str
-    max_length: int
-    max_policy_tokens: int
-    encoder_path: str | None = None
-    encoder_sha256: str | None = None
-    head_file: str | None = None
-    onnx: tuple[OnnxFile, ...] = ()
-    tokenizer_file: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def load(cls, path: Path) -> GuardFormerConfig:
-        try:
-            raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            if raw.get("kind") != KIND:
-                raise ValueError(f"kind is {raw.get('kind')!r}, not {KIND!r}")
-            config = cls._from_raw(raw)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelDirectoryError(f"{path}: not a GuardFormer config ({exc!r})") from exc
-        return config
-
-    @classmethod
-    def _from_raw(cls, raw: dict[str, Any]) -> GuardFormerConfig:
-        encoder = raw.get("encoder") or {}
-        onnx = raw.get("onnx") or {}
-        config = cls(
-            name=str(raw["name"]),
-            version=str(raw["version"]),
-            max_length=int(raw["max_length"]),
-            max_policy_tokens=int(raw["max_policy_tokens"]),
-            encoder_path=_inside(str(encoder["path"])) if encoder else None,
-            encoder_sha256=str(encoder["sha256"]) if encoder else None,
-            head_file=_inside(str(raw["head"])) if raw.get("head") else None,
-            onnx=tuple(OnnxFile(k, str(v["file"]), str(v["sha256"])) for k, v in onnx.items()),
-            tokenizer_file=_inside(str(raw["tokenizer"])) if raw.get("tokenizer") else None,
-            raw=raw,
-        )
-        if not config.onnx and (config.encoder_path is None or config.head_file is None):
-            raise ValueError("needs either onnx files and a tokenizer, or an encoder and a head")
-        if config.onnx and config.tokenizer_file is None:
-            raise ValueError("onnx files need a tokenizer file")
-        return config
-
-
-def _inside(name: str) -> str:
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise ValueError(f"{name!r} must be a relative path inside the model directory")
-    return name
 
 
 class GuardFormerGuard:
@@ -107,7 +59,7 @@ class GuardFormerGuard:
         device: str,
         tokenizer: InstructionTokenizer,
         policies: PolicySet,
-        max_tokens_per_run: int = 16384,
+        source_fingerprint: str = "",
     ) -> None:
         enabled = policies.enabled()
         if not len(enabled):
@@ -117,16 +69,16 @@ class GuardFormerGuard:
         self.tokenizer = tokenizer
         self.policies = enabled
         self._prefixes: list[EncodedPolicy] = [tokenizer.encode_policy(p) for p in enabled]
-        self.runner = WindowRunner(session, SCORES, max_tokens_per_run)
+        self._prefix_lengths = [len(prefix.prefix) for prefix in self._prefixes]
+        self.runner = WindowRunner(session, SCORES)
         self.runner.pad_id = tokenizer.pad_id
-        self._info = ModelInfo(
-            config.name,
-            config.version,
-            tuple(Policy(p.id, p.version, p.threshold, p.fingerprint) for p in enabled),
-            config.max_length,
-        )
+        policy_infos = tuple(Policy(p.id, p.version, p.threshold, p.fingerprint) for p in enabled)
         #: per policy, the calibration shift in logit space (0: scored raw)
-        self.shifts = shifts_for(self._info.policies, config.raw.get("calibration") or {})
+        self.shifts = shifts_for(policy_infos, config.calibration)
+        scored_by = fingerprint(
+            source_fingerprint, config.max_length, config.max_policy_tokens, self.shifts.tolist()
+        )
+        self._info = ModelInfo(config.name, config.version, policy_infos, config.max_length, scored_by)
 
     @classmethod
     def load(
@@ -141,10 +93,17 @@ class GuardFormerGuard:
         config = GuardFormerConfig.load(model_dir / CONFIG_FILE)
         try:
             source, tokenizer_file, chosen = _model_source(model_dir, config, device, precision, cache_dir)
+            scored_by = fingerprint(
+                _source_fingerprint(model_dir, config, source), file_sha256(tokenizer_file)
+            )
             session, actual = create_session(source, device, intra_op_threads)
             tokenizer = InstructionTokenizer(tokenizer_file, config.max_length, config.max_policy_tokens)
+        except ModelDirectoryError:
+            raise
         except (OSError, ValueError, bert_onnx.EncoderIntegrityError) as exc:
             raise ModelDirectoryError(f"{model_dir}: {exc}") from exc
+        except ort_errors() as exc:
+            raise ModelDirectoryError(f"{model_dir}: ONNX Runtime cannot open the model ({exc})") from exc
         log.info(
             "loaded %s %s (%s) from %s on %s, %d policies",
             config.name,
@@ -154,7 +113,7 @@ class GuardFormerGuard:
             actual,
             len(policies.enabled()),
         )
-        return cls(config, session, actual, tokenizer, policies)
+        return cls(config, session, actual, tokenizer, policies, scored_by)
 
     @property
     def info(self) -> ModelInfo:
@@ -167,11 +126,34 @@ class GuardFormerGuard:
     def normalize(self, text: str) -> str:
         return normalize_text(text)
 
-    def encode(self, texts: list[str]) -> list[Encoded]:
-        """The prompts' windows (no policy yet): what the batcher budgets, times the policies."""
-        return self.tokenizer.encode_prompts(texts)
+    def encode(self, texts: Sequence[str], columns: Sequence[Columns] | None = None) -> list[Encoded]:
+        """The prompts' windows (no policy yet), each asking for its `columns` (default all)."""
+        encoded = self.tokenizer.encode_prompts(texts)
+        if columns is None:
+            return encoded
+        return [dataclasses.replace(e, columns=c) for e, c in zip(encoded, columns, strict=True)]
 
-    def score(self, batch: list[Encoded]) -> FloatArray:
+    def cost(self, item: Encoded) -> Cost:
+        """One row per window and asked policy, each the policy's prefix + the window + [SEP]."""
+        asked = self._asked(item)
+        if not asked or not item.windows:
+            return Cost(0, 0)
+        longest = max(len(w) for w in item.windows) + 1 + max(self._prefix_lengths[c] for c in asked)
+        return Cost(len(item.windows) * len(asked), longest)
+
+    def split(self, item: Encoded, max_tokens: int) -> list[Encoded]:
+        """Per asked policy, runs of windows whose rows stay within `max_tokens` (one row at least)."""
+        longest_window = max((len(w) for w in item.windows), default=0) + 1
+        pieces = []
+        for column in self._asked(item):
+            per_piece = max(1, max_tokens // (longest_window + self._prefix_lengths[column]))
+            pieces += [
+                Encoded(item.windows[start : start + per_piece], columns=(column,))
+                for start in range(0, len(item.windows), per_piece)
+            ]
+        return pieces
+
+    def score(self, batch: Sequence[Encoded]) -> FloatArray:
         """[len(batch), n_policies]: per prompt and asked policy, the maximum over the prompt's windows,
         calibrated (`models.guardformer.calibration`) for the policies the model was measured on.
 
@@ -188,7 +170,7 @@ class GuardFormerGuard:
             for row, column in pairs
             for window in batch[row].windows
         ]
-        scores = self.runner.run_windows(rows)[:, 0]
+        scores = self.runner.run_rows(rows)[:, 0]
         counts = [len(batch[row].windows) for row, _ in pairs]
         offsets = np.cumsum([0, *counts[:-1]])
         where = np.asarray(pairs)
@@ -208,31 +190,27 @@ def _model_source(
 ) -> tuple[Path | bytes, Path, str]:
     """(ONNX file or bytes, tokenizer file, precision): an exported file, or the graph built from weights."""
     if config.onnx:
-        chosen = _choose(config, device, precision)
-        path = model_dir / chosen.file
-        if bert_onnx.file_sha256(path) != chosen.sha256.lower():
-            raise ValueError(
-                f"{path}: SHA-256 differs from the config's: the file is damaged or was replaced"
-            )
+        target = "cuda" if device != "cpu" and cuda_unusable_reason() is None else "cpu"
+        chosen = choose_onnx(config.onnx, target, precision, config.name)
+        path = checked_onnx_file(model_dir, chosen)
         assert config.tokenizer_file is not None  # noqa: S101 (checked by the config)
-        return path, model_dir / config.tokenizer_file, chosen.precision
+        return path, checked_file(model_dir, config.tokenizer_file, "tokenizer"), chosen.precision
     assert config.encoder_path and config.encoder_sha256 and config.head_file  # noqa: S101 (config)
-    encoder, head_path = model_dir / config.encoder_path, model_dir / config.head_file
+    encoder = model_dir / config.encoder_path
+    head_path = checked_file(model_dir, config.head_file, "head file")
     head = MlpHead.load(head_path)
     sha = config.encoder_sha256
-    key = cache_key(bert_onnx.BUILDER_VERSION, sha, bert_onnx.file_sha256(head_path))
+    key = cache_key(bert_onnx.BUILDER_VERSION, sha, file_sha256(head_path))
     source = load_or_build(key, lambda: bert_onnx.build_model(encoder, head, sha), cache_dir)
-    return source, encoder / "tokenizer.json", "fp32"
+    return source, encoder / TOKENIZER_FILE, "fp32"
 
 
-def _choose(config: GuardFormerConfig, device: Device, precision: str) -> OnnxFile:
-    by_precision = {f.precision: f for f in config.onnx}
-    if precision != "auto":
-        if precision not in by_precision:
-            raise ValueError(f"no {precision} ONNX file (the directory has {', '.join(by_precision)})")
-        return by_precision[precision]
-    target = "cuda" if device != "cpu" and cuda_unusable_reason() is None else "cpu"
-    for candidate in PREFERENCE[target]:
-        if candidate in by_precision:
-            return by_precision[candidate]
-    raise ValueError("only int8 ONNX files, whose scores depend on the batch: ask for int8 explicitly")
+def _source_fingerprint(model_dir: Path, config: GuardFormerConfig, source: Path | bytes) -> str:
+    """What the graph was built from, or the exported file's hash."""
+    if config.onnx:
+        assert isinstance(source, Path)  # noqa: S101 (an exported file is a path)
+        return file_sha256(source)
+    assert config.head_file is not None  # noqa: S101 (config)
+    return fingerprint(
+        bert_onnx.BUILDER_VERSION, config.encoder_sha256, file_sha256(model_dir / config.head_file)
+    )

@@ -20,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from models.runtime.base import Encoded, IdArray
-from models.runtime.windows import raw_tokenizer, special_id, window_starts
+from models.base.contract import Encoded, IdArray
+from models.base.windows import raw_tokenizer, special_id, window_starts
 
 QUERY_MARKER = "Query:"
 

@@ -71,8 +71,7 @@ from models.merge.weights import MergeError, ModelWeights, Weights, check_same_a
 from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition, PolicyError
 from models.tool_main import tool_main
 from models.train.finetune import choose_device
-from models.train.guardformer_data import GIP_POLICY_FILE, HANDWRITTEN_POLICY_FILE, Pair
-from models.train.train_guardformer import all_policies
+from models.train.guardformer_data import GIP_POLICY_FILE, HANDWRITTEN_POLICY_FILE, Pair, all_policies
 
 log = logging.getLogger("guardstream.merge")
 

@@ -10,7 +10,6 @@ final place and renamed into it, so a failed merge never leaves half a model beh
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,14 +18,12 @@ from typing import Any
 import numpy as np
 from safetensors.torch import save_file
 
-from models.export import atomic_directory
-from models.merge.weights import CONFIG_FILE, ENCODER_WEIGHTS, KIND, ModelWeights, Weights, split_weights
-from models.runtime.bert_onnx import file_sha256
-from models.runtime.mlp_head import MlpHead
+from models.base.bert_onnx import file_sha256
+from models.base.mlp_head import MlpHead
+from models.export.checks import atomic_directory
+from models.guardformer.config import ENCODER_SUBDIR, HEAD_FILE, GuardFormerConfig
+from models.merge.weights import CONFIG_FILE, ENCODER_WEIGHTS, ModelWeights, Weights, split_weights
 from models.train.torch_encoder import TOKENIZER_FILES
-
-ENCODER_SUBDIR = "encoder"
-HEAD_FILE = "head.safetensors"
 
 
 def union_of_policies(models: Sequence[ModelWeights]) -> list[dict[str, Any]]:
@@ -66,18 +63,18 @@ def model_config(
     version: str,
     trained_policies: list[dict[str, Any]],
     merge: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "kind": KIND,
-        "name": name,
-        "version": version,
-        "max_length": int(reference.config["max_length"]),
-        "max_policy_tokens": int(reference.config["max_policy_tokens"]),
-        "encoder": {"path": ENCODER_SUBDIR, "sha256": encoder_sha256},
-        "head": HEAD_FILE,
-        "trained_policies": trained_policies,
-        "merge": merge,
-    }
+) -> GuardFormerConfig:
+    return GuardFormerConfig(
+        name=name,
+        version=version,
+        max_length=int(reference.config["max_length"]),
+        max_policy_tokens=int(reference.config["max_policy_tokens"]),
+        encoder_path=ENCODER_SUBDIR,
+        encoder_sha256=encoder_sha256,
+        head_file=HEAD_FILE,
+        trained_policies=tuple(trained_policies),
+        merge=merge,
+    )
 
 
 def write_merged_model(
@@ -97,6 +94,6 @@ def write_merged_model(
         weights_file = write_encoder(partial / ENCODER_SUBDIR, encoder, reference)
         head_from_weights(head).save(partial / HEAD_FILE)
         config = model_config(reference, file_sha256(weights_file), name, version, trained_policies, merge)
-        (partial / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        config.save(partial / CONFIG_FILE)
         for file_name, text in (extra_files or {}).items():
             (partial / file_name).write_text(text, encoding="utf-8")

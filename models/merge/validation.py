@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.base.text import normalize_text
 from models.guardformer.instruction import InstructionTokenizer
 from models.merge.search import Candidate
 from models.merge.weights import MergeError, ModelWeights, Weights, split_weights
 from models.policies import PolicyDefinition
-from models.text import normalize_text
 from models.train.guardformer_data import Pair, load_prompts, make_pairs
+from models.train.guardformer_io import PairEncoder, evaluate_pairs, load_model, score_pairs
 from models.train.guardformer_model import GuardFormerModel
-from models.train.train_guardformer import PairEncoder, evaluate_pairs, load_model, score_pairs
 
 log = logging.getLogger(__name__)
 

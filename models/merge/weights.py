@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from models.guardformer.config import KIND
+
 ENCODER_PREFIX = "encoder."
 HEAD_PREFIX = "head."
 CONFIG_FILE = "config.json"
-KIND = "guardformer"
 ENCODER_WEIGHTS = "model.safetensors"
 #: BERT configuration fields that change what the weights mean (not only their shapes).
 ARCHITECTURE_FIELDS = (

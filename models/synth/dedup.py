@@ -2,28 +2,27 @@
 
 Exact duplicates compare texts casefolded with whitespace collapsed. Near duplicates compare the
 sets of character shingles (5 characters of that same form) by Jaccard similarity. Candidate
-pairs come from MinHash signatures split into LSH bands, sized so that a pair at the threshold
-becomes a candidate with probability >= 0.99; every candidate is then checked with the exact
-Jaccard of its shingle sets, so a pair is only ever removed for a true similarity >= threshold.
-Texts are processed in order: the first of a group of duplicates is kept.
+pairs come from datasketch's MinHash LSH, its bands weighted for recall (a pair at the threshold
+is missed far more rarely than a dissimilar one is proposed); every candidate is then checked
+with the exact Jaccard of its shingle sets, so a pair is only ever removed for a true similarity
+>= threshold. Texts are processed in order: the first of a group of duplicates is kept.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-from numpy.typing import NDArray
+from datasketch import MinHash, MinHashLSH
 
 DEFAULT_NEAR_THRESHOLD = 0.8
 SHINGLE_CHARS = 5
 PERMUTATIONS = 128
-#: Probability that a pair exactly at the threshold becomes an LSH candidate.
-CANDIDATE_RECALL = 0.99
-_PRIME = (1 << 31) - 1  # shingle hashes and coefficients stay below 2**31: products fit in uint64
+#: datasketch's weights of false positives and false negatives when it sizes the LSH bands: a
+#: missed near duplicate costs more than a candidate that the exact check then rejects.
+LSH_WEIGHTS = (0.02, 0.98)
+_PRIME = (1 << 31) - 1  # shingle hashes fit in 4 bytes
 
 
 def dedup_key(text: str) -> str:
@@ -47,30 +46,6 @@ def jaccard(first: frozenset[int], second: frozenset[int]) -> float:
     """Size of the intersection over size of the union (1.0 for two empty sets)."""
     union = len(first | second)
     return len(first & second) / union if union else 1.0
-
-
-def band_rows(threshold: float, permutations: int = PERMUTATIONS, recall: float = CANDIDATE_RECALL) -> int:
-    """Rows per LSH band: the largest divisor r of `permutations` that still finds a pair of
-    similarity `threshold` with probability >= `recall` (1 - (1 - t^r)^(permutations / r))."""
-    divisors = [rows for rows in range(1, permutations + 1) if permutations % rows == 0]
-    good = [rows for rows in divisors if 1 - (1 - threshold**rows) ** (permutations // rows) >= recall]
-    return max(good, default=1)
-
-
-class MinHasher:
-    """MinHash signatures with `permutations` universal hash functions (a*x + b mod p)."""
-
-    def __init__(self, permutations: int = PERMUTATIONS, seed: int = 1) -> None:
-        rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, _PRIME, permutations, dtype=np.uint64)
-        self.b = rng.integers(0, _PRIME, permutations, dtype=np.uint64)
-
-    def signature(self, shingle_set: frozenset[int]) -> NDArray[np.uint64]:
-        """The minimum of each hash function over the set."""
-        values = np.fromiter(shingle_set, dtype=np.uint64, count=len(shingle_set))
-        hashed: NDArray[np.uint64] = (np.outer(values, self.a) + self.b) % np.uint64(_PRIME)
-        minima: NDArray[np.uint64] = hashed.min(axis=0)
-        return minima
 
 
 @dataclass
@@ -104,30 +79,21 @@ def find_duplicates(texts: Sequence[str], threshold: float = DEFAULT_NEAR_THRESH
 
 
 class _NearIndex:
-    """The kept texts' shingle sets, found through MinHash LSH buckets."""
+    """The kept texts' shingle sets, found through MinHash LSH (datasketch)."""
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
-        self.hasher = MinHasher()
-        self.rows = band_rows(threshold)
-        self.buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=PERMUTATIONS, weights=LSH_WEIGHTS)
         self.sets: list[frozenset[int]] = []
-
-    def _bands(self, shingle_set: frozenset[int]) -> list[tuple[int, bytes]]:
-        signature = self.hasher.signature(shingle_set)
-        return [
-            (band, signature[start : start + self.rows].tobytes())
-            for band, start in enumerate(range(0, len(signature), self.rows))
-        ]
 
     def near_or_add(self, text: str) -> bool:
         """True when a kept text has a Jaccard similarity >= threshold with `text`; else keep it."""
         shingle_set = shingles(text)
-        bands = self._bands(shingle_set)
-        candidates = {index for band in bands for index in self.buckets.get(band, ())}
+        signature = MinHash(num_perm=PERMUTATIONS, seed=1)
+        signature.update_batch([value.to_bytes(4, "little") for value in shingle_set])
+        candidates = self.lsh.query(signature)
         if any(jaccard(shingle_set, self.sets[index]) >= self.threshold for index in candidates):
             return True
-        for band in bands:
-            self.buckets[band].append(len(self.sets))
+        self.lsh.insert(len(self.sets), signature)
         self.sets.append(shingle_set)
         return False

@@ -19,7 +19,7 @@ from typing import Any
 from models.policies import PolicyDefinition
 from models.synth.assemble import AssembleSettings, assemble
 from models.synth.generators import Generator
-from models.synth.ratelimit import TokenBucket
+from models.synth.ratelimit import RequestLimiter
 from models.synth.requests import plan_requests
 from models.synth.runner import RequestSettings, SynthRunner
 from models.synth.summary import Prices, build_summary
@@ -54,7 +54,7 @@ async def synthesize(
     plan = plan_requests(policies, config.per_label)
     work = WorkDir(work_dir_for(output))
     try:
-        limiter = TokenBucket(config.requests_per_minute) if config.requests_per_minute else None
+        limiter = RequestLimiter(config.requests_per_minute) if config.requests_per_minute else None
         stats = await SynthRunner(generator, work, config.requests, limiter).run(plan)
         rows, counts = assemble(plan, work, config.assembly)
         write_atomically(output, jsonl_text(rows))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.text import normalize_text
+from models.base.text import normalize_text
 from models.train.sources import (
     DATASETS,
     HELDOUT_GROUPS,

@@ -15,12 +15,12 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from models.runtime import bert_onnx
-from models.runtime.base import FloatArray, IdArray
-from models.runtime.onnx_cache import cache_key, default_cache_dir, load_or_build
-from models.runtime.runner import WindowRunner
-from models.runtime.session import create_session
-from models.runtime.windows import WindowTokenizer, pad_windows
+from models.base import bert_onnx
+from models.base.contract import FloatArray, IdArray
+from models.base.onnx_cache import cache_key, default_cache_dir, load_or_build
+from models.base.runner import WindowRunner
+from models.base.session import create_session
+from models.base.windows import WindowTokenizer, pad_windows
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.runtime.base import FloatArray
-from models.runtime.mlp_head import MlpHead
+from models.base.contract import FloatArray
+from models.base.mlp_head import MlpHead
 from models.train import protocol
 from models.train.data import Example
 from models.train.embed import WindowEmbeddings

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.runtime.base import IdArray
-from models.runtime.windows import WindowTokenizer, pad_windows
+from models.base.contract import IdArray
+from models.base.windows import WindowTokenizer, pad_windows
 from models.train import losses
 from models.train.data import HANDWRITTEN_GROUPS, POLICIES, UNKNOWN, Example
 from models.train.torch_encoder import SentenceEncoder
@@ -770,7 +770,7 @@ def settings_from_args(args: argparse.Namespace) -> FinetuneSettings:
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune on the train split of the shared data; 2 with a message when data is missing."""
-    from models.runtime import bert_onnx
+    from models.base import bert_onnx
     from models.train.data import shared_examples
 
     if not args.data_dir.is_dir():

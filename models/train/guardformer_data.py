@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.policies import PolicyDefinition
-from models.text import normalize_text
+from models.base.text import normalize_text
+from models.policies import PolicyDefinition, load_policies
 from models.train.data import UNKNOWN, Example, shared_examples
 
 HANDWRITTEN_POLICY_FILE = Path(__file__).resolve().parent / "policy_examples.jsonl"
@@ -271,3 +271,14 @@ def pair_counts(pairs: Sequence[Pair]) -> dict[str, tuple[int, int]]:
     for pair in pairs:
         counts[pair.policy][1 - pair.label] += 1
     return {policy: (pos, neg) for policy, (pos, neg) in sorted(counts.items())}
+
+
+def all_policies(policy_paths: Sequence[Path]) -> dict[str, PolicyDefinition]:
+    """Every policy definition the pairs may name, by id (later files win on nothing: ids are unique)."""
+    found: dict[str, PolicyDefinition] = {}
+    for path in policy_paths:
+        for policy in load_policies(path):
+            if policy.id in found:
+                raise ValueError(f"policy {policy.id!r} is defined twice ({path})")
+            found[policy.id] = policy
+    return found

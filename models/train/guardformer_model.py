@@ -5,7 +5,7 @@
 
 - classifier: the sentence encoder (BERT, mean pooling, L2 norm, as the embedder guard) and an
   MLP head giving one logit: P(the prompt violates the policy). It is exactly what
-  `models.runtime.bert_onnx.build_model(encoder, head)` builds in ONNX, so serving needs no torch.
+  `models.base.bert_onnx.build_model(encoder, head)` builds in ONNX, so serving needs no torch.
 - MLM: 15% of the non-special tokens are picked (80% [MASK], 10% a random token, 10% kept) and
   predicted by a masked-LM head (dense + GELU + LayerNorm, decoder tied to the word embeddings).
   The head exists only for training.

@@ -19,8 +19,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from models.runtime.base import FloatArray
-from models.runtime.mlp_head import MlpHead
+from models.base.contract import FloatArray
+from models.base.mlp_head import MlpHead
 from models.train.mlp import Dataset, balanced_class_weights
 
 log = logging.getLogger(__name__)

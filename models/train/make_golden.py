@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.runtime.bert_onnx import ENCODER_SHA256, encoder_dir, verify_encoder
+from models.base.bert_onnx import ENCODER_SHA256, encoder_dir, verify_encoder
 
 #: Short, long (over 256 tokens, so the reference truncates), non-English, code, emoji, empty.
 GOLDEN_TEXTS = (

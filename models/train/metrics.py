@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from models.runtime.base import FloatArray
+from models.base.contract import FloatArray
 
 BoolArray = npt.NDArray[np.bool_]
 

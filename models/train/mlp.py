@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from models.runtime.base import FloatArray
-from models.runtime.mlp_head import MlpHead, sigmoid
+from models.base.contract import FloatArray
+from models.base.mlp_head import MlpHead, sigmoid
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.runtime.base import FloatArray
+from models.base.contract import FloatArray
 from models.train.data import Example
 
 IntArray = npt.NDArray[np.int64]

@@ -1,6 +1,6 @@
 """The sentence encoder in torch: BERT, mean pooling over the attention mask, L2 normalization.
 
-It computes what the ONNX graph of `models.runtime.bert_onnx` computes, so it is what fine-tuning
+It computes what the ONNX graph of `models.base.bert_onnx` computes, so it is what fine-tuning
 trains and what an export is checked against. An encoder directory holds `model.safetensors`
 (BERT weights named as `BertModel` names them, without a `bert.` prefix), the BERT
 `config.json` and `tokenizer.json`, the layout of the packaged all-MiniLM-L6-v2 and of every

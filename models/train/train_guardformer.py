@@ -36,31 +36,35 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.base.bert_onnx import encoder_dir, file_sha256
+from models.base.directory import CONFIG_FILE
 from models.guardformer.calibration import calibration_entries
+from models.guardformer.config import ENCODER_SUBDIR, HEAD_FILE, GuardFormerConfig
 from models.guardformer.instruction import InstructionTokenizer
-from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition, load_policies
-from models.runtime.bert_onnx import encoder_dir, file_sha256
-from models.runtime.mlp_head import MlpHead
-from models.runtime.windows import pad_windows
-from models.train import metrics
+from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition
 from models.train.finetune import choose_device, linear_schedule
 from models.train.guardformer_data import (
     GIP_POLICY_FILE,
     HANDWRITTEN_POLICY_FILE,
     Pair,
+    all_policies,
     load_prompts,
     load_rows,
     make_pairs,
     pair_counts,
 )
+from models.train.guardformer_io import (
+    PairEncoder,
+    evaluate_pairs,
+    head_of,
+    load_model,
+    score_pairs,
+    write_calibration,
+)
 from models.train.guardformer_model import GuardFormerModel, LossWeights, guardformer_loss
-from models.train.torch_encoder import WEIGHTS_FILE, SentenceEncoder
+from models.train.torch_encoder import WEIGHTS_FILE
 
 log = logging.getLogger("guardstream.train_guardformer")
-
-KIND = "guardformer"
-HEAD_FILE = "head.safetensors"
-ENCODER_SUBDIR = "encoder"
 
 
 @dataclass(frozen=True)
@@ -81,71 +85,6 @@ class TrainSettings:
     eval_max_positives: int = 300
 
 
-def all_policies(policy_paths: Sequence[Path]) -> dict[str, PolicyDefinition]:
-    """Every policy definition the pairs may name, by id (later files win on nothing: ids are unique)."""
-    found: dict[str, PolicyDefinition] = {}
-    for path in policy_paths:
-        for policy in load_policies(path):
-            if policy.id in found:
-                raise ValueError(f"policy {policy.id!r} is defined twice ({path})")
-            found[policy.id] = policy
-    return found
-
-
-class PairEncoder:
-    """Token ids of pairs, with each policy's prefix tokenized once."""
-
-    def __init__(self, tokenizer: InstructionTokenizer, policies: dict[str, PolicyDefinition]) -> None:
-        self.tokenizer = tokenizer
-        self._prefixes = {pid: tokenizer.encode_policy(p) for pid, p in policies.items()}
-
-    def ids(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
-        """One row per pair: the policy and the prompt's first window (what training sees)."""
-        windows = self.tokenizer.encode_prompts([p.text for p in pairs])
-        return [
-            self.tokenizer.pair(self._prefixes[pair.policy], encoded.windows[0])
-            for pair, encoded in zip(pairs, windows, strict=True)
-        ]
-
-    def window_ids(self, pairs: Sequence[Pair]) -> tuple[list[np.ndarray], list[int]]:
-        """Every window of every pair, and the pair each row belongs to (what serving scores)."""
-        windows = self.tokenizer.encode_prompts([p.text for p in pairs])
-        rows: list[np.ndarray] = []
-        owners: list[int] = []
-        for index, (pair, encoded) in enumerate(zip(pairs, windows, strict=True)):
-            for window in encoded.windows:
-                rows.append(self.tokenizer.pair(self._prefixes[pair.policy], window))
-                owners.append(index)
-        return rows, owners
-
-    def tensors(self, ids: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        input_ids, mask = pad_windows(ids, self.tokenizer.pad_id)
-        return torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device)
-
-
-def load_model(encoder: Path, init_from: Path | None) -> GuardFormerModel:
-    """The base encoder with a fresh head, or a trained GuardFormer directory."""
-    if init_from is None:
-        return GuardFormerModel(SentenceEncoder.from_dir(encoder))
-    head = MlpHead.load(init_from / HEAD_FILE)
-    hidden = int(head.weights[0].shape[1])
-    model = GuardFormerModel(SentenceEncoder.from_dir(init_from / ENCODER_SUBDIR), head_hidden=hidden)
-    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
-    with torch.no_grad():
-        for linear, weight, bias in zip(linears, head.weights, head.biases, strict=True):
-            linear.weight.copy_(torch.from_numpy(weight.T.copy()))
-            linear.bias.copy_(torch.from_numpy(bias.copy()))
-    return model
-
-
-def head_of(model: GuardFormerModel) -> MlpHead:
-    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
-    return MlpHead(
-        tuple(l.weight.detach().cpu().numpy().T.copy() for l in linears),  # noqa: E741
-        tuple(l.bias.detach().cpu().numpy().copy() for l in linears),  # noqa: E741
-    )
-
-
 def make_optimizer(model: GuardFormerModel, settings: TrainSettings) -> torch.optim.AdamW:
     head_params = list(model.head.parameters())
     if settings.mode == "head":
@@ -160,50 +99,6 @@ def make_optimizer(model: GuardFormerModel, settings: TrainSettings) -> torch.op
             {"params": head_params, "lr": settings.head_learning_rate, "weight_decay": 0.0},
         ]
     )
-
-
-def score_pairs(
-    model: GuardFormerModel,
-    encoder: PairEncoder,
-    pairs: Sequence[Pair],
-    device: torch.device,
-    batch_size: int = 64,
-) -> np.ndarray:
-    """P(violation) of each pair, the maximum over the prompt's windows as the worker scores it;
-    length-sorted batches, no gradients."""
-    ids, owners = encoder.window_ids(pairs)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    row_scores = np.zeros(len(ids), dtype=np.float32)
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            input_ids, mask = encoder.tensors([ids[i] for i in rows], device)
-            row_scores[rows] = torch.sigmoid(model(mask, input_ids=input_ids)).float().cpu().numpy()
-    scores = np.full(len(pairs), -np.inf, dtype=np.float32)
-    np.maximum.at(scores, np.asarray(owners, dtype=np.int64), row_scores)
-    return scores
-
-
-def evaluate_pairs(
-    scores: np.ndarray, pairs: Sequence[Pair], thresholds: dict[str, float]
-) -> dict[str, dict[str, float]]:
-    """Per policy: metrics at the policy's threshold and the best-F1 threshold of these pairs."""
-    report: dict[str, dict[str, float]] = {}
-    for policy in sorted({p.policy for p in pairs}):
-        rows = [i for i, p in enumerate(pairs) if p.policy == policy]
-        y = np.asarray([pairs[i].label for i in rows], dtype=np.int64)
-        s = scores[rows]
-        if len(set(y.tolist())) < 2:
-            continue
-        at_policy = metrics.binary_metrics(y, s, thresholds.get(policy, 0.5))
-        best = metrics.max_f1_threshold(y, s)
-        report[policy] = {
-            **at_policy,
-            "best_f1_threshold": round(best, 6),
-            "f1_at_best": metrics.binary_metrics(y, s, best)["f1"],
-        }
-    return report
 
 
 class Trainer:
@@ -297,29 +192,18 @@ def save_model(
 ) -> None:
     model.encoder.save(out / ENCODER_SUBDIR, tokenizer_from)
     head_of(model).save(out / HEAD_FILE)
-    config = {
-        "kind": KIND,
-        "name": name,
-        "version": version,
-        "max_length": settings.max_length,
-        "max_policy_tokens": settings.max_policy_tokens,
-        "encoder": {"path": ENCODER_SUBDIR, "sha256": file_sha256(out / ENCODER_SUBDIR / WEIGHTS_FILE)},
-        "head": HEAD_FILE,
-        "trained_policies": [
+    GuardFormerConfig(
+        name=name,
+        version=version,
+        max_length=settings.max_length,
+        max_policy_tokens=settings.max_policy_tokens,
+        encoder_path=ENCODER_SUBDIR,
+        encoder_sha256=file_sha256(out / ENCODER_SUBDIR / WEIGHTS_FILE),
+        head_file=HEAD_FILE,
+        trained_policies=tuple(
             {"id": p.id, "version": p.version, "fingerprint": p.fingerprint} for p in trained
-        ],
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-
-
-def write_calibration(out: Path, entries: dict[str, dict[str, Any]]) -> None:
-    """Record per-policy calibration shifts in the model directory's config.json."""
-    config_file = out / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["calibration"] = entries
-    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    shifts = {pid: (e["best_threshold"], round(e["shift"], 3)) for pid, e in entries.items()}
-    log.info("calibration (best validation threshold, logit shift): %s", shifts)
+        ),
+    ).save(out / CONFIG_FILE)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from models.base import bert_onnx
+from models.base.contract import Policy
+from models.base.mlp_head import MlpHead
 from models.embedder.config import EncoderRef, GuardConfig
-from models.runtime import bert_onnx
-from models.runtime.base import Policy
-from models.runtime.mlp_head import MlpHead
 from models.tool_main import tool_main
 from models.train import evaluate
 from models.train.data import HANDWRITTEN_GROUPS, SPLITS, Example

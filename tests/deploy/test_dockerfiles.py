@@ -10,6 +10,7 @@ import fnmatch
 import json
 import re
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -293,3 +294,38 @@ def test_loadtest_lock_is_what_the_load_generator_imports() -> None:
     assert closure == set(extra), f"not needed: {sorted(set(extra) - closure)}"
     stale = {n: (v, metadata.version(n)) for n, v in extra.items() if metadata.version(n) != v}
     assert not stale, f"{LOADTEST_LOCK.name} differs from the installed versions (regenerate it): {stale}"
+
+
+def project_sources(flavour: str) -> list[str]:
+    """The project paths copied into the stage whose virtualenv an image copies (and its parents)."""
+    path, target = IMAGES[flavour]
+    [copy] = [a for k, a in dockerfile_image(path, target) if k == "COPY" and "--from=" in a]
+    built_by = re.search(r"--from=([\w.-]+)", copy)
+    assert built_by
+    sources = [a.split()[:-1] for k, a in dockerfile_image(path, built_by.group(1)) if k == "COPY"]
+    return [s.rstrip("/") for group in sources for s in group if s.split("/")[0] in FIRST_PARTY]
+
+
+def tool_modules() -> list[str]:
+    """The offline tools, as the import-linter contract of pyproject.toml names them."""
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    [contract] = [
+        c for c in config["tool"]["importlinter"]["contracts"] if c["id"] == "serving-imports-no-tool"
+    ]
+    return list(contract["forbidden_modules"])
+
+
+@pytest.mark.parametrize("flavour", WORKER_IMAGES)
+def test_the_worker_image_copies_no_tool_module(flavour: str) -> None:
+    copied = project_sources(flavour)
+    assert "worker" in copied and "models/serving" in copied and "models/base" in copied
+    for tool in tool_modules():
+        tool_path = tool.replace(".", "/")
+        holders = [
+            s for s in copied if tool_path == s or tool_path.startswith(s + "/") or s.startswith(tool_path)
+        ]
+        assert not holders, f"the {flavour} worker image copies {tool} (through {holders})"
+
+
+def test_the_loadtest_image_has_the_load_generator() -> None:
+    assert "loadtest" in project_sources("loadtest")

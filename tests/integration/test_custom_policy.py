@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from loadtest.kafka_client import prompt, publish
-from models.runtime import bert_onnx
+from models.base import bert_onnx
 from models.train.guardformer_model import GuardFormerModel
 from models.train.torch_encoder import SentenceEncoder
 from models.train.train_guardformer import TrainSettings, save_model

@@ -40,8 +40,9 @@ async def test_every_metric_the_dashboard_and_alerts_use_is_exported(
 
     exported = sample_labels(text_string_to_metric_families(worker.http_get("/metrics")))
     referenced = referenced_metrics()
-    # The Kafka exporter's lag metrics, listed explicitly, are the only ones from elsewhere.
-    assert sorted(KAFKA_EXPORTER_METRICS) == ["kafka_consumergroup_current_offset", "kafka_consumergroup_lag"]
+    # The Kafka exporter's lag metrics, listed explicitly, are the only ones from elsewhere, and
+    # the dashboard or the alerts do use each of them (the list is not stale).
+    assert referenced >= KAFKA_EXPORTER_METRICS, sorted(KAFKA_EXPORTER_METRICS - referenced)
     missing = referenced - KAFKA_EXPORTER_METRICS - set(exported)
     assert not missing, f"the dashboard or alerts use metrics the worker does not export: {sorted(missing)}"
     assert not KAFKA_EXPORTER_METRICS & set(exported)

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.base import bert_onnx
+from models.base.contract import GuardModel, Policy
+from models.base.mlp_head import MlpHead
+from models.base.onnx_cache import cache_key, load_or_build
+from models.base.runner import WindowRunner
+from models.base.session import create_session
+from models.base.windows import WindowTokenizer
 from models.embedder.config import EncoderRef, GuardConfig
-from models.runtime import bert_onnx
-from models.runtime.base import GuardModel, Policy
-from models.runtime.loader import load_model
-from models.runtime.mlp_head import MlpHead
-from models.runtime.onnx_cache import cache_key, load_or_build
-from models.runtime.runner import WindowRunner
-from models.runtime.session import create_session
-from models.runtime.windows import WindowTokenizer
+from models.serving.loader import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT_DIR = REPO_ROOT / "models" / "artifacts" / "embedder-minilm"

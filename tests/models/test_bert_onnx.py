@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.runtime import bert_onnx
-from models.runtime.base import Encoded
-from models.runtime.runner import WindowRunner
-from models.runtime.windows import WindowTokenizer
+from models.base import bert_onnx
+from models.base.contract import Cost, Encoded
+from models.base.packing import plan_calls
+from models.base.runner import WindowRunner
+from models.base.windows import WindowTokenizer
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_minilm_embeddings.json").read_text(encoding="utf-8"))
 TEXTS = [item["text"] for item in GOLDEN["items"]]
@@ -73,19 +74,13 @@ def test_missing_encoder_weights_are_refused(tmp_path: Path) -> None:
         bert_onnx.build_model(tmp_path)
 
 
-def test_chunking_does_not_change_embeddings(
-    encoder_runner: WindowRunner, tokenizer: WindowTokenizer
-) -> None:
+def test_packing_does_not_change_embeddings(encoder_runner: WindowRunner, tokenizer: WindowTokenizer) -> None:
     windows = first_windows(tokenizer, TEXTS)
-    small_chunks = WindowRunner(
-        encoder_runner.session, "embeddings", max_tokens_per_run=300, max_padding_ratio=1.0
-    )
     lengths = [len(w) for w in windows]
-    order = sorted(range(len(windows)), key=lengths.__getitem__)
-    chunks = list(small_chunks._chunks(order, lengths))
-    assert len(chunks) > 2
-    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(windows)))
-    assert all(len(chunk) * max(lengths[i] for i in chunk) <= 300 for chunk in chunks if len(chunk) > 1)
+    calls = plan_calls([Cost(1, n) for n in lengths], max_tokens=300, max_items=64, max_padding_ratio=1.0)
+    assert len(calls) > 2
+    assert sorted(i for call in calls for i in call) == list(range(len(windows)))
+    assert all(len(call) * max(lengths[i] for i in call) <= 300 for call in calls if len(call) > 1)
     np.testing.assert_allclose(
-        small_chunks.run_windows(windows), encoder_runner.run_windows(windows), atol=1e-5
+        encoder_runner.run_windows(windows, max_tokens=300), encoder_runner.run_windows(windows), atol=1e-5
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.runtime.base import GuardModel
+from models.base.contract import GuardModel
 
 GREETINGS = [
     "hello there",

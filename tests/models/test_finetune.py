@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from models.runtime import bert_onnx
-from models.runtime.windows import pad_windows
+from models.base import bert_onnx
+from models.base.windows import pad_windows
 from models.train.data import Example
 from models.train.finetune import (
     FinetuneSettings,
@@ -213,7 +213,7 @@ def test_classes_of_combines_known_targets_and_drops_ambiguous_ones() -> None:
 
 
 def test_token_ids_are_the_served_models_first_window() -> None:
-    from models.runtime.windows import WindowTokenizer
+    from models.base.windows import WindowTokenizer
 
     tokenizer_file = bert_onnx.encoder_dir() / "tokenizer.json"
     long_text = "word " * 300

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.embedder.config import ModelDirectoryError
-from models.runtime.base import Encoded, GuardModel
-from models.runtime.loader import load_model
+from models.base.contract import Encoded, GuardModel
+from models.base.directory import ModelDirectoryError
+from models.base.mlp_head import MlpHead
+from models.serving.loader import load_model
 from tests.models.conftest import ARTIFACT_DIR
+from worker.cache import cache_key
 
 POLICY_IDS = ("unsafe_content", "prompt_injection")
 
@@ -106,6 +108,26 @@ def test_second_load_reuses_the_cached_graph(trained_dir: Path, tmp_path: Path) 
     assert cached[0].stat().st_mtime_ns == mtime
     assert not list(tmp_path.glob("*.tmp"))
     np.testing.assert_allclose(scores_of(first, ["hello"]), scores_of(second, ["hello"]), atol=1e-6)
+
+
+def test_the_cache_key_changes_with_the_window_and_the_files(trained_dir: Path, tmp_path: Path) -> None:
+    """What decides a score besides the name and version (window length and stride, head weights)
+    is in the cache key; a copy of the same directory keeps it."""
+    cache = tmp_path / "cache"
+
+    def key_of(model_dir: Path) -> str:
+        return cache_key("gs:", load_model(model_dir, device="cpu", cache_dir=cache).info, "hello")
+
+    copies = {name: tmp_path / name for name in ("same", "stride", "length", "head")}
+    for target in copies.values():
+        shutil.copytree(trained_dir, target)
+    edit_config(copies["stride"], window_stride=48)
+    edit_config(copies["length"], max_length=64, window_stride=48)
+    head = MlpHead.load(copies["head"] / "head.safetensors")
+    MlpHead(tuple(w * 2 for w in head.weights), head.biases).save(copies["head"] / "head.safetensors")
+    original = key_of(trained_dir)
+    assert key_of(copies["same"]) == original
+    assert all(key_of(copies[name]) != original for name in ("stride", "length", "head"))
 
 
 def copy_artifact(tmp_path: Path) -> Path:

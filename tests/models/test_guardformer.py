@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from models.embedder.config import ModelDirectoryError
+from models.base import bert_onnx
+from models.base.contract import Encoded, FloatArray, IdArray
+from models.base.directory import ModelDirectoryError
 from models.guardformer.guard import GuardFormerGuard
 from models.guardformer.instruction import InstructionTokenizer, instruction_text, policy_text
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime import bert_onnx
-from models.runtime.base import Encoded, FloatArray, IdArray
-from models.runtime.loader import load_model
-from models.runtime.routing import RoutedGuard
+from models.serving import ModelSetupError
+from models.serving.loader import load_model
+from models.serving.routing import RoutedEncoded, RoutedGuard
 from models.train.guardformer_data import Pair
+from models.train.guardformer_io import PairEncoder, score_pairs
 from models.train.guardformer_model import (
     GuardFormerModel,
     LossWeights,
@@ -28,9 +30,9 @@ from models.train.guardformer_model import (
     mask_tokens,
 )
 from models.train.torch_encoder import SentenceEncoder
-from models.train.train_guardformer import PairEncoder, TrainSettings, save_model, score_pairs
+from models.train.train_guardformer import TrainSettings, save_model
 from tests.tiny_models import tiny_bert_config
-from worker.app import ModelSetupError, load_guard_model
+from worker.app import load_guard_model
 from worker.config import Settings, load_settings
 
 MAX_LENGTH, POLICY_TOKENS = 64, 24
@@ -250,13 +252,13 @@ def test_only_the_asked_policies_are_run(
     full = guard.score(encoded)
     asked = [replace(encoded[0], columns=(1, 3)), replace(encoded[1], columns=()), encoded[2]]
     runs: list[int] = []
-    run_windows = guard.runner.run_windows
+    run_rows = guard.runner.run_rows
 
-    def counting_run_windows(rows: Sequence[IdArray]) -> FloatArray:
+    def counting_run_rows(rows: Sequence[IdArray]) -> FloatArray:
         runs.append(len(rows))
-        return run_windows(rows)
+        return run_rows(rows)
 
-    guard.runner.run_windows = counting_run_windows  # type: ignore[method-assign,assignment]
+    guard.runner.run_rows = counting_run_rows  # type: ignore[method-assign]
     partial = guard.score(asked)
     assert runs == [2 + len(policies)]  # one row per asked (prompt, policy) pair, nothing else
     np.testing.assert_allclose(partial[0, [1, 3]], full[0, [1, 3]], atol=1e-6)
@@ -282,14 +284,16 @@ def test_routing_skips_a_model_no_request_asks_for(
 
     guardformer.score = recording_score  # type: ignore[method-assign]
     ids = routed.info.policy_ids
-    encoded = routed.encode([routed.normalize(t) for t in PROMPTS[:2]])
+    texts = [routed.normalize(t) for t in PROMPTS[:2]]
     embedder_only = (ids.index("prompt_injection"),)
-    scores = routed.score([replace(e, columns=embedder_only) for e in encoded])
+    encoded = routed.encode(texts, [embedder_only, embedder_only])
+    assert all(isinstance(e, RoutedEncoded) and e.parts[1] is None for e in encoded)  # not tokenized
+    scores = routed.score(encoded)
     assert calls == [] and not np.isnan(scores[:, embedder_only]).any()
     tax = ids.index("tax_advice")
-    scores = routed.score([replace(encoded[0], columns=(tax,)), replace(encoded[1], columns=embedder_only)])
+    scores = routed.score(routed.encode(texts, [(tax,), embedder_only]))
     local_tax = routed.routes[1].columns[tax - len(routed.routes[0].columns)]
-    assert calls == [[(local_tax,), ()]]
+    assert calls == [[(local_tax,)]]  # the GuardFormer runs for the one prompt that asks it
     assert not np.isnan(scores[0, tax]) and np.isnan(scores[1, tax])
 
 
@@ -325,7 +329,7 @@ def test_a_guardformer_model_directory_serves_the_registry_alone(
 
 
 def test_export_writes_checked_onnx_files_the_guard_loads(tiny_guardformer_dir: Path, tmp_path: Path) -> None:
-    from models.guardformer.export import export_guardformer
+    from models.export.guardformer import export_guardformer
 
     out = tmp_path / "exported"
     checks = export_guardformer(tiny_guardformer_dir, out, ["fp32", "fp16"], PROMPTS)
@@ -343,3 +347,30 @@ def test_export_writes_checked_onnx_files_the_guard_loads(tiny_guardformer_dir: 
     (out / "model.fp32.onnx").write_bytes(b"damaged")
     with pytest.raises(ModelDirectoryError, match="SHA-256"):
         GuardFormerGuard.load(out, registry, device="cpu", precision="fp32")
+
+
+def test_export_checks_decisions_at_each_policys_threshold(
+    tiny_guardformer_dir: Path, policies: PolicySet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scores within tolerance whose decisions differ at the policies' thresholds fail the check,
+    even when they agree at 0.5."""
+    from models.base.packing import score_texts
+    from models.export import guardformer as gf_export
+    from models.export.checks import ExportError
+
+    built = GuardFormerGuard.load(tiny_guardformer_dir, policies, device="cpu", cache_dir=tmp_path / "c")
+    normalized = [" ".join(t.split()) for t in PROMPTS]
+    onnx = score_texts(built, normalized)
+    # Each policy's threshold just above the first prompt's ONNX score; the reference just over it.
+    thresholds = onnx[0] + 5e-5
+    reference = onnx.copy()
+    reference[0] += 9e-5  # within fp32's tolerance (1e-4), on the other side of the threshold
+    assert np.all(np.abs(onnx[0] - 0.5) > 1e-3), "the same decision at 0.5 on both sides"
+    crafted = PolicySet(
+        tuple(replace(p, threshold=float(t)) for p, t in zip(policies, thresholds, strict=True))
+    )
+    monkeypatch.setattr(gf_export, "load_policies", lambda _: crafted)
+    monkeypatch.setattr(gf_export, "torch_scores", lambda *_: reference)
+    with pytest.raises(ExportError, match="fp32"):
+        gf_export.export_guardformer(tiny_guardformer_dir, tmp_path / "out", ["fp32"], PROMPTS)
+    assert not (tmp_path / "out").exists()

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.guardformer.calibrate import chosen_threshold
+from models.base import bert_onnx
+from models.base.contract import Policy
+from models.calibrate import chosen_threshold
 from models.guardformer.calibration import (
     THRESHOLD_RANGE,
     apply_shifts,
@@ -20,12 +22,11 @@ from models.guardformer.calibration import (
 )
 from models.guardformer.guard import GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime import bert_onnx
-from models.runtime.base import Policy
 from models.train.guardformer_model import GuardFormerModel
 from models.train.torch_encoder import SentenceEncoder
 from models.train.train_guardformer import TrainSettings, save_model
 from tests.tiny_models import tiny_bert_config
+from worker.cache import cache_key
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,10 @@ def test_the_served_guard_applies_its_calibration(
     expected = apply_shifts(raw.score(raw.encode(texts)), guard.shifts)
     np.testing.assert_allclose(guard.score(guard.encode(texts)), expected, atol=1e-6)
     assert np.count_nonzero(guard.shifts) == 2
+    # Same name and version, other scores: a calibration written in place never meets the
+    # scores cached before it.
+    assert (guard.info.name, guard.info.version) == (raw.info.name, raw.info.version)
+    assert cache_key("gs:", guard.info, texts[0]) != cache_key("gs:", raw.info, texts[0])
 
 
 def test_a_false_positive_bound_picks_a_stricter_threshold() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.runtime import bert_onnx
+from models.base import bert_onnx
 from models.train.torch_encoder import SentenceEncoder
 from tests.tiny_models import tiny_bert_config
 from worker.cli import main

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from models.guardformer.export import export_guardformer
+from models.base import bert_onnx
+from models.export.guardformer import export_guardformer
 from models.guardformer.guard import GuardFormerGuard
 from models.merge.cli import main as merge_main
 from models.merge.methods import merge
@@ -20,11 +21,11 @@ from models.merge.output import write_merged_model
 from models.merge.validation import load_into
 from models.merge.weights import MergeError, check_same_architecture, load_weights
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime import bert_onnx
 from models.train.guardformer_data import Pair
+from models.train.guardformer_io import PairEncoder, load_model, score_pairs
 from models.train.guardformer_model import GuardFormerModel
 from models.train.torch_encoder import SentenceEncoder
-from models.train.train_guardformer import PairEncoder, TrainSettings, load_model, save_model, score_pairs
+from models.train.train_guardformer import TrainSettings, save_model
 from tests.tiny_models import tiny_bert_config
 from worker.cli import main as guardstream_main
 

@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from models.runtime import session as session_module
-from models.runtime.bert_onnx import IR_VERSION, OPSET
-from models.runtime.onnx_cache import cache_key, load_or_build
-from models.runtime.session import create_session, session_options
+from models.base import session as session_module
+from models.base.bert_onnx import IR_VERSION, OPSET
+from models.base.onnx_cache import cache_key, load_or_build
+from models.base.session import create_session, session_options
 
 
 def tiny_model() -> onnx.ModelProto:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.text import normalize_text
+from models.base.text import normalize_text
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.runtime.mlp_head import MlpHead
+from models.base.mlp_head import MlpHead
 from models.train.data import (
     HANDWRITTEN_FILES,
     POLICIES,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.runtime.loader import load_model
+from models.serving.loader import load_model
 from worker.cli import main
 
 BENIGN = [

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from models.runtime.bert_onnx import encoder_dir
-from models.runtime.windows import WindowTokenizer, pad_windows, split_windows, window_starts
+from models.base.bert_onnx import encoder_dir
+from models.base.windows import WindowTokenizer, pad_windows, split_windows, window_starts
 
 CLS, SEP = 101, 102
 

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
-from models.runtime.base import Encoded, FloatArray, ModelInfo, Policy
+from models.base.contract import (
+    Columns,
+    Cost,
+    Encoded,
+    FloatArray,
+    ModelInfo,
+    Policy,
+    split_windows_within,
+    window_cost,
+)
 from worker.schema import DeadLetter, RawRecord, Verdict
+
+if TYPE_CHECKING:
+    from worker.pipeline import Pipeline
 
 INFO = ModelInfo(
     name="fake",
@@ -18,10 +34,14 @@ INFO = ModelInfo(
 
 
 class KeywordModel:
-    """Scores 0.9 for `unsafe_content` when the text has "bomb", for `prompt_injection` on "ignore"."""
+    """Scores 0.9 for `unsafe_content` when the text has "bomb", for `prompt_injection` on "ignore".
+
+    With `fail_on`, a text holding that string makes the model raise ("": every text does).
+    """
 
     def __init__(self, fail_on: str | None = None) -> None:
         self.calls: list[int] = []
+        self.padded: list[int] = []  # each call's rows x its longest row
         self.asked: list[tuple[int, ...] | None] = []  # each scored item's columns
         self.fail_on = fail_on
         self._texts: dict[int, str] = {}
@@ -37,23 +57,37 @@ class KeywordModel:
     def normalize(self, text: str) -> str:
         return " ".join(text.split())
 
-    def encode(self, texts: list[str]) -> list[Encoded]:
+    def encode(self, texts: Sequence[str], columns: Sequence[Columns] | None = None) -> list[Encoded]:
+        """Windows of up to `max_length` ids, each starting with the text's tag."""
         out = []
-        for text in texts:
-            ids = np.array([hash(text) & 0xFFFF, *range(len(text.split()))], dtype=np.int64)
-            self._texts[int(ids[0])] = text
-            out.append(
-                Encoded(tuple(ids[i : i + INFO.max_length] for i in range(0, len(ids), INFO.max_length)))
+        asked = columns if columns is not None else [None] * len(texts)
+        for text, wanted in zip(texts, asked, strict=True):
+            tag = hash(text) & 0xFFFF
+            self._texts[tag] = text
+            words = np.arange(len(text.split()), dtype=np.int64)
+            size = INFO.max_length - 1
+            windows = tuple(
+                np.array([tag, *words[i : i + size]], dtype=np.int64)
+                for i in range(0, max(len(words), 1), size)
             )
+            out.append(Encoded(windows, columns=wanted))
         return out
 
-    def score(self, batch: list[Encoded]) -> FloatArray:
+    def cost(self, item: Encoded) -> Cost:
+        return window_cost(item)
+
+    def split(self, item: Encoded, max_tokens: int) -> list[Encoded]:
+        return split_windows_within(item, max_tokens)
+
+    def score(self, batch: Sequence[Encoded]) -> FloatArray:
         self.calls.append(len(batch))
+        costs = [self.cost(item) for item in batch]
+        self.padded.append(sum(c.rows for c in costs) * max((c.longest for c in costs), default=0))
         self.asked += [item.columns for item in batch]
         rows = []
         for item in batch:
             text = self._texts[int(item.windows[0][0])]
-            if self.fail_on and self.fail_on in text:
+            if self.fail_on is not None and self.fail_on in text:
                 raise RuntimeError("boom")
             rows.append([0.9 if "bomb" in text else 0.1, 0.9 if "ignore" in text.lower() else 0.1])
         return np.array(rows, dtype=np.float32)
@@ -71,3 +105,64 @@ class ListSink:
 
 def record(value: bytes | None, offset: int = 0, key: bytes | None = None) -> RawRecord:
     return RawRecord("prompts", 0, offset, key, value, (("trace", b"t-1"),), 1_700_000_000_000)
+
+
+def event(offset: int) -> Any:
+    """A faust event of a valid prompt, as the agent takes it from the stream."""
+    return event_of(record(orjson.dumps({"id": f"r{offset}", "text": f"text {offset}"}), offset))
+
+
+def event_of(raw: RawRecord) -> Any:
+    """The faust event (`event.message`) a consumed record arrives as."""
+    timestamp = raw.timestamp_ms / 1000 if raw.timestamp_ms else None
+    fields = {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset, "key": raw.key}
+    message = SimpleNamespace(**fields, value=raw.value, headers=list(raw.headers), timestamp=timestamp)
+    return SimpleNamespace(message=message)
+
+
+class FakeStream:
+    """faust's stream as the agent uses it: `noack_take` batches, `ack` each event."""
+
+    def __init__(self, batches: list[list[Any]]) -> None:
+        self.batches = batches
+        self.acked: list[int] = []
+        self.taken = 0
+        self.all_acked = asyncio.Event()
+        self._total = sum(len(b) for b in batches)
+
+    async def noack_take(self, max_: int, within: float) -> AsyncIterator[Sequence[Any]]:
+        for batch in self.batches:
+            self.taken += 1
+            yield batch
+        await asyncio.Event().wait()
+
+    async def ack(self, event: Any) -> bool:
+        self.acked.append(event.message.offset)
+        if len(self.acked) == self._total:
+            self.all_acked.set()
+        return True
+
+
+async def run_agent(
+    pipeline: Pipeline, *batches: Sequence[RawRecord], on_fatal: Callable[[], None] | None = None
+) -> FakeStream:
+    """Run the batches through the wiring production runs (the agent's take, process, deliver and
+    ack) and return once every event is acked, or once the agent gave up on a batch (`on_fatal`)."""
+    from worker.agent import BatchAgent
+    from worker.config import Settings
+    from worker.health import Health
+
+    stream = FakeStream([[event_of(r) for r in batch] for batch in batches])
+    failed = asyncio.Event()
+
+    def fatal() -> None:
+        failed.set()
+        if on_fatal is not None:
+            on_fatal()
+
+    task = asyncio.create_task(BatchAgent(Settings(), pipeline, Health(), fatal).run(stream))
+    waits = [asyncio.ensure_future(stream.all_acked.wait()), asyncio.ensure_future(failed.wait())]
+    await asyncio.wait(waits, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in [*waits, task]:
+        waiting.cancel()
+    return stream

@@ -3,47 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from types import SimpleNamespace
+from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
-from tests.unit.fakes import KeywordModel, ListSink
+from tests.unit.fakes import FakeStream, KeywordModel, ListSink, event
+from worker.agent import BatchAgent
 from worker.cache import MemoryScoreCache
 from worker.config import Settings
 from worker.health import Health
-from worker.kafka import BatchAgent
 from worker.pipeline import Pipeline
-
-
-def event(offset: int) -> Any:
-    value = orjson.dumps({"id": f"r{offset}", "text": f"text {offset}"})
-    message = SimpleNamespace(
-        topic="prompts", partition=0, offset=offset, key=None, value=value, headers=[], timestamp=1.0
-    )
-    return SimpleNamespace(message=message)
-
-
-class FakeStream:
-    def __init__(self, batches: list[list[Any]]) -> None:
-        self.batches = batches
-        self.acked: list[int] = []
-        self.taken = 0
-        self.all_acked = asyncio.Event()
-        self._total = sum(len(b) for b in batches)
-
-    async def noack_take(self, max_: int, within: float) -> AsyncIterator[Sequence[Any]]:
-        for batch in self.batches:
-            self.taken += 1
-            yield batch
-        await asyncio.Event().wait()
-
-    async def ack(self, event: Any) -> bool:
-        self.acked.append(event.message.offset)
-        if len(self.acked) == self._total:
-            self.all_acked.set()
-        return True
 
 
 class SlowSink(ListSink):

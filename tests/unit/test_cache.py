@@ -1,8 +1,9 @@
 import dataclasses
 
-from models.runtime.base import Policy
+from models.base.contract import Policy
 from tests.unit.fakes import INFO
 from worker.cache import MemoryScoreCache, cache_key, policy_set_version
+from worker.config import Settings
 
 
 def test_key_is_stable_and_prefixed() -> None:
@@ -17,6 +18,7 @@ def test_key_changes_with_text_model_version_and_policy_version() -> None:
     assert cache_key("p:", INFO, "hello!") != base
     assert cache_key("p:", dataclasses.replace(INFO, version="0.0.2"), "hello") != base
     assert cache_key("p:", dataclasses.replace(INFO, name="other"), "hello") != base
+    assert cache_key("p:", dataclasses.replace(INFO, fingerprint="recalibrated"), "hello") != base
     changed = (INFO.policies[0], Policy("prompt_injection", "3", 0.5))
     assert cache_key("p:", dataclasses.replace(INFO, policies=changed), "hello") != base
 
@@ -46,3 +48,13 @@ async def test_memory_cache_round_trip() -> None:
     cache = MemoryScoreCache()
     await cache.put_many([("a", [0.1, 0.2])])
     assert await cache.get_many(["a", "b"]) == [[0.1, 0.2], None]
+
+
+async def test_a_worker_without_a_cache_holds_no_scores() -> None:
+    """`--no-cache`: every score the worker computes is forgotten at once (no memory grows)."""
+    from worker.app import make_cache
+
+    cache = make_cache(Settings(redis={"enabled": False}))
+    entries = [(f"key-{i}", [0.1, 0.9]) for i in range(1000)]
+    await cache.put_many(entries)
+    assert await cache.get_many([key for key, _ in entries]) == [None] * len(entries)

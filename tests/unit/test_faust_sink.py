@@ -12,10 +12,10 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, NodeNotReadyError
 from faust.exceptions import ProducerSendError
 
-from worker import kafka
+from worker import sink as sink_module
 from worker.config import KafkaSettings
-from worker.kafka import MAX_OUTPUT_BYTES, DeliveryFailed, FaustSink
 from worker.schema import DeadLetter, RawRecord, Reason, Verdict
+from worker.sink import MAX_OUTPUT_BYTES, DeliveryFailed, FaustSink
 
 SOURCE = RawRecord("prompts", 0, 7, b"k", b'{"id": "a", "text": "hi"}')
 
@@ -58,7 +58,7 @@ def sink(producer: FlakyProducer, grace_s: float = 5.0) -> FaustSink:
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka, "RETRY_BACKOFF_S", (0.01, 0.02))
+    monkeypatch.setattr(sink_module, "RETRY_BACKOFF_S", (0.01, 0.02))
 
 
 async def test_failed_records_are_sent_again_and_only_they() -> None:
@@ -104,5 +104,5 @@ def test_a_dead_letter_keeps_only_a_prefix_of_a_huge_original() -> None:
     (record,) = sink(FlakyProducer()).encode([], [letter])
     body = orjson.loads(record.value)
     assert len(record.value) <= MAX_OUTPUT_BYTES
-    assert base64.b64decode(body["original"]["value_b64"]) == b"x" * kafka.KEPT_ORIGINAL_BYTES
+    assert base64.b64decode(body["original"]["value_b64"]) == b"x" * sink_module.KEPT_ORIGINAL_BYTES
     assert "cut to its first" in body["detail"] and record.key == b"key"

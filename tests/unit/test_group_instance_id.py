@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from worker.app import build_app
 from worker.config import Settings
-from worker.kafka import build_app
 
 
 def test_off_by_default() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiokafka.errors import SaslAuthenticationFailed
 
-from worker import kafka as worker_kafka
+from worker import kafka_private
+from worker.admin import KafkaUnavailable, ensure_topics
 from worker.config import KafkaSettings
-from worker.kafka import KafkaUnavailable, ensure_topics
 
 PASSWORD = "s3cret-value"  # noqa: S105 (a test value)
 
@@ -62,7 +62,7 @@ async def test_a_refused_login_is_reported_at_once_without_the_password(
         assert kwargs["sasl_plain_password"] == PASSWORD
         raise SaslAuthenticationFailed("Authentication failed: Invalid username or password")
 
-    monkeypatch.setattr(worker_kafka, "create_conn", refusing_create_conn)
+    monkeypatch.setattr(kafka_private, "create_conn", refusing_create_conn)
     settings = KafkaSettings(
         bootstrap_servers=f"127.0.0.1:{closed_port()}",
         security_protocol="SASL_PLAINTEXT",

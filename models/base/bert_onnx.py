@@ -9,7 +9,6 @@ attention mask, L2 normalization) and can end in an `MlpHead`:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
@@ -22,7 +21,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
-from models.runtime.mlp_head import MlpHead
+from models.base.directory import file_sha256 as file_sha256
+from models.base.mlp_head import MlpHead
 
 #: Bump when the graph this module builds changes: it is part of the cache key of built models.
 BUILDER_VERSION = "1"
@@ -65,15 +65,6 @@ def encoder_dir(package: str = ENCODER_PACKAGE) -> Path:
     """Directory of the packaged encoder (weights, config.json, tokenizer.json)."""
     module: Any = importlib.import_module(package)
     return Path(module.get_model_path())
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_encoder(model_dir: Path, expected_sha256: str = ENCODER_SHA256) -> None:

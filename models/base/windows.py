@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from models.runtime.base import Encoded, IdArray
+from models.base.contract import Encoded, IdArray
 
 
 def window_starts(n_tokens: int, size: int, stride: int) -> list[int]:

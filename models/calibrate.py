@@ -1,7 +1,7 @@
 """Calibrate a GuardFormer model directory on validation prompts (after merging, or for an older model).
 
-    python -m models.guardformer.calibrate MODEL_DIR --data-dir ../shared/data
-    python -m models.guardformer.calibrate MODEL_DIR --rows synthetic.jsonl --policy-files my-policy.yaml
+    python -m models.calibrate MODEL_DIR --data-dir ../shared/data
+    python -m models.calibrate MODEL_DIR --rows synthetic.jsonl --policy-files my-policy.yaml
 
 Scores the validation pairs of each policy the model was trained on (its config's
 `trained_policies`, or `--only`) through ONNX Runtime as the worker does, finds each policy's
@@ -12,19 +12,28 @@ best-F1 threshold and writes the shifts into the directory's config.json (see
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from models.base.directory import CONFIG_FILE
+from models.base.packing import score_items
 from models.guardformer.calibration import calibration_entries
-from models.guardformer.guard import CONFIG_FILE, GuardFormerGuard
+from models.guardformer.config import GuardFormerConfig
+from models.guardformer.guard import GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet
-from models.train.guardformer_data import GIP_POLICY_FILE, Pair, load_prompts, load_rows, make_pairs
+from models.train.guardformer_data import (
+    GIP_POLICY_FILE,
+    Pair,
+    all_policies,
+    load_prompts,
+    load_rows,
+    make_pairs,
+)
+from models.train.guardformer_io import write_calibration
 from models.train.metrics import binary_metrics, max_f1_threshold
-from models.train.train_guardformer import all_policies, write_calibration
 
 
 def pair_scores(guard: GuardFormerGuard, pairs: list[Pair]) -> np.ndarray:
@@ -38,7 +47,7 @@ def pair_scores(guard: GuardFormerGuard, pairs: list[Pair]) -> np.ndarray:
     for pair in pairs:
         wanted.setdefault(pair.text, set()).add(column[pair.policy])
     asked = [replace(e, columns=tuple(sorted(wanted[t]))) for e, t in zip(encoded, texts, strict=True)]
-    scores = np.concatenate([guard.score(asked[i : i + 32]) for i in range(0, len(asked), 32)])
+    scores = score_items(guard, asked)
     return np.asarray([scores[row[p.text], column[p.policy]] for p in pairs], dtype=np.float64)
 
 
@@ -56,7 +65,7 @@ def chosen_threshold(y: np.ndarray, scores: np.ndarray, max_fpr: float | None) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m models.guardformer.calibrate",
+        prog="python -m models.calibrate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -77,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         policies = all_policies(args.policy_files or [DEFAULT_POLICY_DIR, GIP_POLICY_FILE])
-        config = json.loads((args.model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        trained = args.only or [p["id"] for p in config.get("trained_policies", [])]
+        config = GuardFormerConfig.load(args.model_dir / CONFIG_FILE)
+        trained = args.only or [str(p["id"]) for p in config.trained_policies]
         chosen = PolicySet(tuple(policies[pid] for pid in trained if pid in policies))
         if not len(chosen):
             raise PolicyError(f"none of {', '.join(trained) or 'no policies'} is in the policy files")

@@ -3,9 +3,9 @@
 Called by `guardstream export` when the directory's config says kind "guardformer". Each
 precision's graph (encoder, mean pooling, head) scores (policy, prompt) pairs of the starter
 policies and the export check's prompts; the largest difference from the torch model must stay
-within the precision's tolerance and the decisions at 0.5 must agree on at least 95% of the
-pairs. The exported directory holds `config.json` (with the files' SHA-256), `tokenizer.json`,
-the ONNX files, `export.json`, and copies of `train.json` and `metrics.json`.
+within the precision's tolerance and the decisions at each policy's threshold must agree on at
+least 95% of the pairs. The exported directory holds `config.json` (with the files' SHA-256),
+`tokenizer.json`, the ONNX files, `export.json`, and copies of `train.json` and `metrics.json`.
 """
 
 from __future__ import annotations
@@ -20,16 +20,24 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from models.embedder.config import OnnxFile
-from models.export import TOLERANCES, Check, ExportError, atomic_directory, convert
+from models.base import bert_onnx
+from models.base.contract import FloatArray, Policy
+from models.base.directory import CONFIG_FILE, TOKENIZER_FILE, OnnxFile
+from models.base.mlp_head import MlpHead
+from models.base.packing import score_items
+from models.export.checks import (
+    TOLERANCES,
+    Check,
+    ExportError,
+    atomic_directory,
+    convert,
+    decision_agreement,
+)
 from models.guardformer.calibration import apply_shifts, shifts_for
-from models.guardformer.guard import CONFIG_FILE, GuardFormerConfig, GuardFormerGuard
+from models.guardformer.config import GuardFormerConfig
+from models.guardformer.guard import GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime import bert_onnx
-from models.runtime.base import Policy
-from models.runtime.mlp_head import MlpHead
 
-TOKENIZER_FILE = "tokenizer.json"
 COPIED_FILES = ("train.json", "metrics.json", "MODEL_CARD.md")
 
 
@@ -41,7 +49,7 @@ def torch_scores(
 
     from models.guardformer.instruction import InstructionTokenizer
     from models.train.guardformer_data import Pair
-    from models.train.train_guardformer import PairEncoder, load_model, score_pairs
+    from models.train.guardformer_io import PairEncoder, load_model, score_pairs
 
     assert config.encoder_path is not None  # noqa: S101 (a trained directory)
     tokenizer = InstructionTokenizer(
@@ -65,7 +73,7 @@ def export_guardformer(
     print(f"torch reference scores of {len(texts)} prompts x {len(policies)} policies ...", flush=True)
     reference = torch_scores(model_dir, config, policies, normalized)
     policy_infos = [Policy(p.id, p.version, p.threshold, p.fingerprint) for p in policies]
-    reference = apply_shifts(reference, shifts_for(policy_infos, config.raw.get("calibration") or {}))
+    reference = apply_shifts(reference, shifts_for(policy_infos, config.calibration))
     with atomic_directory(out_dir) as partial:
         fp32 = partial / ".build.fp32.onnx"
         head = MlpHead.load(model_dir / config.head_file)
@@ -101,7 +109,9 @@ def _write_precisions(
         files.append(OnnxFile(precision, target.name, bert_onnx.file_sha256(target)))
         _write_config(partial, config, files)
         guard = GuardFormerGuard.load(partial, policies, device="cpu", precision=precision)
-        checks.append(_check(precision, target, guard.score(guard.encode(list(texts))), reference, started))
+        scores = score_items(guard, guard.encode(list(texts)))
+        thresholds = np.asarray([p.threshold for p in policies], dtype=np.float32)
+        checks.append(_check(precision, target, scores, reference, thresholds, started))
         last = checks[-1]
         print(
             f"{precision}: max |score - torch| {last.max_abs_diff:.2e}, "
@@ -111,11 +121,18 @@ def _write_precisions(
     return checks
 
 
-def _check(precision: str, path: Path, scores: np.ndarray, reference: np.ndarray, started: float) -> Check:
+def _check(
+    precision: str,
+    path: Path,
+    scores: FloatArray,
+    reference: FloatArray,
+    thresholds: FloatArray,
+    started: float,
+) -> Check:
     return Check(
         precision=precision,
         max_abs_diff=float(np.abs(scores - reference).max()),
-        decision_agreement=float(((scores >= 0.5) == (reference >= 0.5)).mean()),
+        decision_agreement=decision_agreement(scores, reference, thresholds),
         tolerance=TOLERANCES[precision],
         size_bytes=path.stat().st_size,
         seconds=round(time.perf_counter() - started, 2),
@@ -123,10 +140,7 @@ def _check(precision: str, path: Path, scores: np.ndarray, reference: np.ndarray
 
 
 def _write_config(partial: Path, config: GuardFormerConfig, files: list[OnnxFile]) -> None:
-    raw = {k: v for k, v in config.raw.items() if k not in ("encoder", "head")}
-    raw["onnx"] = {f.precision: {"file": f.file, "sha256": f.sha256} for f in files}
-    raw["tokenizer"] = TOKENIZER_FILE
-    (partial / CONFIG_FILE).write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+    config.exported(tuple(files), TOKENIZER_FILE).save(partial / CONFIG_FILE)
 
 
 def _finish(model_dir: Path, partial: Path, checks: list[Check]) -> None:

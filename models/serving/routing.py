@@ -9,12 +9,13 @@ by the first model that can: the embedder guard scores the policies its head was
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
+from models.base.contract import Columns, Cost, Encoded, FloatArray, GuardModel, ModelInfo, Policy
+from models.base.directory import fingerprint
 from models.policies import PolicyDefinition, PolicySet
-from models.runtime.base import Encoded, FloatArray, GuardModel, ModelInfo, Policy
 
 
 class PolicyRoutingError(ValueError):
@@ -23,9 +24,10 @@ class PolicyRoutingError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RoutedEncoded(Encoded):
-    """A prompt encoded once per model; `windows` (all of them) is what the batcher budgets."""
+    """A prompt encoded by each route's model that it asks for (None: a route it does not ask for,
+    left untokenized); each part carries its own model's columns."""
 
-    parts: tuple[Encoded, ...] = ()
+    parts: tuple[Encoded | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ class RoutedGuard:
     ) -> None:
         self.routes = tuple(routes)
         max_length = max(route.model.info.max_length for route in self.routes)
-        self._info = ModelInfo(name, version, policies, max_length)
+        scored_by = fingerprint(*[(r.model.info.fingerprint, r.columns) for r in self.routes])
+        self._info = ModelInfo(name, version, policies, max_length, scored_by)
         #: the first routed column of each route
         self._starts = tuple(np.cumsum([0, *(len(route.columns) for route in self.routes)])[:-1].tolist())
 
@@ -59,42 +62,79 @@ class RoutedGuard:
     def normalize(self, text: str) -> str:
         return self.routes[0].model.normalize(text)
 
-    def encode(self, texts: list[str]) -> list[Encoded]:
-        per_model = [route.model.encode(texts) for route in self.routes]
-        return [
-            RoutedEncoded(tuple(w for part in parts for w in part.windows), parts)
-            for parts in zip(*per_model, strict=True)
-        ]
+    def encode(self, texts: Sequence[str], columns: Sequence[Columns] | None = None) -> list[Encoded]:
+        """Each text tokenized by the routes it asks for alone (a request naming only the
+        embedder's policies costs no GuardFormer tokenization)."""
+        asked = list(columns) if columns is not None else [None] * len(texts)
+        parts: list[list[Encoded | None]] = [[None] * len(self.routes) for _ in texts]
+        for index, route in enumerate(self.routes):
+            local = [self._route_columns(c, index) for c in asked]
+            wanted = [row for row, c in enumerate(local) if c is None or c]
+            encoded = route.model.encode([texts[row] for row in wanted], [local[row] for row in wanted])
+            for row, part in zip(wanted, encoded, strict=True):
+                parts[row][index] = part
+        return [RoutedEncoded((), columns=c, parts=tuple(p)) for c, p in zip(asked, parts, strict=True)]
 
-    def score(self, batch: list[Encoded]) -> FloatArray:
+    def cost(self, item: Encoded) -> Cost:
+        """Every asked route's rows; the longest row of any (the routes run apart, so this bounds them)."""
+        costs = [route.model.cost(part) for route, part in self._parts(item)]
+        return Cost(sum(c.rows for c in costs), max((c.longest for c in costs), default=0))
+
+    def split(self, item: Encoded, max_tokens: int) -> list[Encoded]:
+        """Each asked route's pieces of its part, as items asking for that route alone."""
+        pieces: list[Encoded] = []
+        for index, route in enumerate(self.routes):
+            part = _parts_of(item)[index]
+            if part is None:
+                continue
+            for piece in route.model.split(part, max_tokens):
+                parts: list[Encoded | None] = [None] * len(self.routes)
+                parts[index] = piece
+                pieces.append(
+                    RoutedEncoded((), columns=self._global_columns(index, piece.columns), parts=tuple(parts))
+                )
+        return pieces
+
+    def score(self, batch: Sequence[Encoded]) -> FloatArray:
         """Each route's model on the items that ask for one of its policies; a route no item asks
-        for is not run (a request naming only the embedder's policies costs no GuardFormer rows)."""
+        for is not run."""
         out = np.full((len(batch), len(self._info.policies)), np.nan, dtype=np.float32)
         for index, route in enumerate(self.routes):
-            start, width = self._starts[index], len(route.columns)
-            asked = [self._route_columns(item, route, start) for item in batch]
-            if not any(columns is None or columns for columns in asked):
+            rows = [row for row, item in enumerate(batch) if _parts_of(item)[index] is not None]
+            if not rows:
                 continue
-            parts = [
-                replace(_part(item, index), columns=columns)
-                for item, columns in zip(batch, asked, strict=True)
+            parts = [_parts_of(batch[row])[index] for row in rows]
+            scores = route.model.score([p for p in parts if p is not None])
+            start = self._starts[index]
+            out[np.asarray(rows)[:, None], np.arange(start, start + len(route.columns))] = scores[
+                :, list(route.columns)
             ]
-            out[:, start : start + width] = route.model.score(parts)[:, list(route.columns)]
         return out
 
-    @staticmethod
-    def _route_columns(item: Encoded, route: Route, start: int) -> tuple[int, ...] | None:
-        """The item's asked columns that the route scores, as columns of the route's model (None: all)."""
-        if item.columns is None:
+    def _parts(self, item: Encoded) -> list[tuple[Route, Encoded]]:
+        return [
+            (route, part)
+            for route, part in zip(self.routes, _parts_of(item), strict=True)
+            if part is not None
+        ]
+
+    def _route_columns(self, columns: Columns, index: int) -> Columns:
+        """The asked routed columns that route `index` scores, as columns of its own model (None: all)."""
+        if columns is None:
             return None
-        width = len(route.columns)
-        return tuple(route.columns[c - start] for c in item.columns if start <= c < start + width)
+        start, route = self._starts[index], self.routes[index]
+        return tuple(route.columns[c - start] for c in columns if start <= c < start + len(route.columns))
+
+    def _global_columns(self, index: int, local: Columns) -> tuple[int, ...]:
+        """Route `index`'s own-model columns `local` (None: all it routes) as routed columns."""
+        start, route = self._starts[index], self.routes[index]
+        return tuple(start + k for k, column in enumerate(route.columns) if local is None or column in local)
 
 
-def _part(item: Encoded, index: int) -> Encoded:
+def _parts_of(item: Encoded) -> tuple[Encoded | None, ...]:
     if not isinstance(item, RoutedEncoded):
         raise TypeError("RoutedGuard scores only what its own encode returned")
-    return item.parts[index]
+    return item.parts
 
 
 def fixed_policy_route(model: GuardModel, wanted: Sequence[PolicyDefinition]) -> tuple[Route, list[Policy]]:

@@ -1,6 +1,6 @@
 r"""Speed of one guard in torch fp32 and in ONNX Runtime fp32, int8 and fp16, side by side.
 
-    python -m models.bench_precision MODEL_DIR [--batch-sizes 1 8 32 128] [--n 1024] \
+    python -m models.bench.precision MODEL_DIR [--batch-sizes 1 8 32 128] [--n 1024] \
         [--data-dir ../shared/data] [--out models/results/bench-precision.json]
 
 MODEL_DIR is a trained directory (encoder + head, as `guardstream train` writes it); the ONNX
@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from models import export
-from models.embedder.config import PRECISIONS
-from models.runtime import bert_onnx
-from models.runtime.base import FloatArray, IdArray
-from models.runtime.session import create_session
-from models.runtime.windows import WindowTokenizer, pad_windows
+from models.base import bert_onnx
+from models.base.contract import FloatArray, IdArray
+from models.base.directory import PRECISIONS, TOKENIZER_FILE
+from models.base.session import create_session
+from models.base.windows import WindowTokenizer, pad_windows
+from models.export.checks import VERIFY_TEXTS, convert
+from models.export.embedder import source_parts
 
 Runner = Callable[[IdArray, IdArray], FloatArray]
 DATA_FILES = ("slabs_pi.jsonl", "toxigen.jsonl", "neuralchemy_pi.jsonl", "advbench.jsonl")
@@ -48,7 +49,7 @@ def sample_texts(data_dir: Path | None, n: int, seed: int = 0) -> list[str]:
                     json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line
                 ]
     if not pool:
-        pool = list(export.VERIFY_TEXTS)
+        pool = list(VERIFY_TEXTS)
     rng = random.Random(seed)  # noqa: S311 (a benchmark sample, not a secret)
     return [rng.choice(pool) for _ in range(n)]
 
@@ -56,7 +57,7 @@ def sample_texts(data_dir: Path | None, n: int, seed: int = 0) -> list[str]:
 def torch_runner(encoder_dir: Path, head_file: Path, threads: int) -> Runner:
     import torch
 
-    from models.runtime.mlp_head import MlpHead
+    from models.base.mlp_head import MlpHead
     from models.train.torch_encoder import SentenceEncoder
 
     torch.set_num_threads(threads)
@@ -97,7 +98,7 @@ def measure(run: Runner, batches: Sequence[tuple[IdArray, IdArray]]) -> dict[str
 
 
 def build_runners(model_dir: Path, work: Path, threads: int, precisions: Sequence[str]) -> dict[str, Runner]:
-    config, encoder, head = export.source_parts(model_dir)
+    config, encoder, head = source_parts(model_dir)
     assert config.encoder is not None and config.head_file is not None  # noqa: S101 (source_parts checks)
     fp32 = work / "model.fp32.onnx"
     import onnx
@@ -107,14 +108,14 @@ def build_runners(model_dir: Path, work: Path, threads: int, precisions: Sequenc
     for precision in precisions:
         target = work / f"model.{precision}.onnx"
         if precision != "fp32":
-            export.convert(fp32, precision, target)
+            convert(fp32, precision, target)
         runners[f"onnx {precision}"] = onnx_runner(target, threads)
     return runners
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    config, encoder, _ = export.source_parts(args.model)
-    tokenizer = WindowTokenizer(encoder / export.TOKENIZER_FILE, config.max_length, config.window_stride)
+    config, encoder, _ = source_parts(args.model)
+    tokenizer = WindowTokenizer(encoder / TOKENIZER_FILE, config.max_length, config.window_stride)
     windows = [item.windows[0] for item in tokenizer.encode(sample_texts(args.data_dir, args.n))]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as work:
@@ -134,7 +135,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 figures["ratio_to_torch_fp32"] = figures["texts_per_s"] / base
             results[str(batch_size)] = row
     return {
-        "command": "python -m models.bench_precision " + " ".join(sys.argv[1:]),
+        "command": "python -m models.bench.precision " + " ".join(sys.argv[1:]),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),

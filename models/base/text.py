@@ -11,7 +11,7 @@ model it guards:
    letters, a wider gap or punctuation ends a word ("ignore all");
 4. whitespace runs collapsed to one space, ends stripped;
 5. Cyrillic and Greek look-alikes folded to Latin inside otherwise Latin words
-   (`models.confusables`): "Ignore" spelled with a Cyrillic o and e becomes plain "Ignore",
+   (`models.base.confusables`): "Ignore" spelled with a Cyrillic o and e becomes plain "Ignore",
    while Russian or Greek text stays as it is.
 
 Leetspeak ("1gn0re") is left alone: digits can mean digits. The function is idempotent.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from models.confusables import fold_confusables
+from models.base.confusables import fold_confusables
 
 #: Invisible characters that split or hide tokens: zero-width space, non-joiner, joiner, word
 #: joiner, invisible operators, BOM, soft hyphen, Mongolian vowel separator, bidi controls.

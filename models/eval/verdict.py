@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.runtime.base import FloatArray, GuardModel
-from models.text import normalize_text
+from models.base.contract import FloatArray, GuardModel
+from models.base.text import normalize_text
 from models.train.files import DataFileError, parse_label, read_rows
 from models.train.metrics import binary_metrics, recall_at_fpr
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from models.runtime.base import FloatArray
+from models.base.contract import FloatArray
 
 
 @dataclass(frozen=True)

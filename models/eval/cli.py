@@ -12,7 +12,7 @@ figure, `--plot` a precision-recall curve per model and policy.
 
 `--verdict` judges the model as a user does, on files with a single `label` column (1 = should be
 blocked): verdict = block when any policy is flagged, each file reported on its own, with each
-policy's recall and false-positive rate beside the verdict's (see `models.eval_verdict`).
+policy's recall and false-positive rate beside the verdict's (see `models.eval.verdict`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from models.eval_verdict import LabeledFile, format_verdict_table, load_labeled_file, verdict_report
+from models.base.contract import FloatArray, GuardModel
+from models.base.packing import score_items
+from models.eval.verdict import LabeledFile, format_verdict_table, load_labeled_file, verdict_report
 from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
-from models.runtime.base import FloatArray, GuardModel
-from models.runtime.loader import load_model
+from models.serving.loader import load_model
 from models.tool_main import tool_main
 from models.train.data import SPLITS, Example
 from models.train.files import DataFileError, add_data_arguments, load_examples
@@ -87,7 +88,8 @@ def select(examples: Sequence[Example], split: str, limit: int | None) -> list[E
 
 
 def score_all(model: GuardModel, texts: Sequence[str], batch_size: int) -> tuple[FloatArray, float]:
-    """(scores in text order, seconds): length-sorted batches, as the worker packs them."""
+    """(scores in text order, seconds): length-sorted chunks of `batch_size` prompts, each scored in
+    the model calls the worker's packer makes of them."""
     encoded = model.encode([model.normalize(t) for t in texts])
     order = np.argsort([item.n_tokens for item in encoded], kind="stable")
     scores = np.zeros((len(texts), len(model.info.policies)), dtype=np.float32)
@@ -95,7 +97,7 @@ def score_all(model: GuardModel, texts: Sequence[str], batch_size: int) -> tuple
     with tqdm(total=len(texts), desc="scoring", unit="prompt") as progress:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            scores[rows] = model.score([encoded[i] for i in rows])
+            scores[rows] = score_items(model, [encoded[i] for i in rows])
             progress.update(len(rows))
     return scores, time.perf_counter() - started
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.embedder.config import KIND, ModelDirectoryError
+from models.base.contract import GuardModel
+from models.base.directory import CONFIG_FILE, DEFAULT_KIND, ModelDirectoryError, read_config
+from models.base.session import Device
 from models.embedder.guard import EmbedderGuard
-from models.runtime.base import GuardModel
-from models.runtime.session import Device
+from models.guardformer.config import KIND as GUARDFORMER
 
 if TYPE_CHECKING:
     from models.policies import PolicySet
@@ -33,21 +33,16 @@ def load_model(
     an embedder guard scores its own. Raises `ModelDirectoryError` for a missing or damaged directory.
     """
     model_dir = Path(path)
-    config_file = model_dir / "config.json"
-    if not config_file.is_file():
-        raise ModelDirectoryError(f"no model config at {config_file} (is {model_dir} a model directory?)")
-    try:
-        kind = json.loads(config_file.read_text(encoding="utf-8")).get("kind", KIND)
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-        raise ModelDirectoryError(f"{config_file}: not a JSON object ({exc})") from exc
+    config_file = model_dir / CONFIG_FILE
+    kind = read_config(config_file).get("kind", DEFAULT_KIND)
     cache = Path(cache_dir) if cache_dir is not None else None
-    if kind == "guardformer":
+    if kind == GUARDFORMER:
         from models.guardformer.guard import GuardFormerGuard
         from models.policies import DEFAULT_POLICY_DIR, load_policies
 
         chosen = policies if policies is not None else load_policies(DEFAULT_POLICY_DIR)
         return GuardFormerGuard.load(model_dir, chosen, device, cache, intra_op_threads, precision)
-    if kind != KIND:
+    if kind != DEFAULT_KIND:
         raise ModelDirectoryError(f"{config_file}: unknown model kind {kind!r}")
     return EmbedderGuard.load(
         model_dir, device=device, cache_dir=cache, intra_op_threads=intra_op_threads, precision=precision

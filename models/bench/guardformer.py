@@ -1,6 +1,6 @@
 r"""GuardFormer against the embedder guard on the same pairs, and its cost as policies are added.
 
-    python -m models.bench_guardformer GUARDFORMER_DIR [MORE_DIRS ...] --data-dir ../shared/data \
+    python -m models.bench.guardformer GUARDFORMER_DIR [MORE_DIRS ...] --data-dir ../shared/data \
         [--split test] [--out models/results/guardformer-test.json]
 
 Quality: for each policy of the starter set (`models/policies/starter`), the (prompt, label)
@@ -28,10 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from models.base.contract import GuardModel
+from models.base.directory import DEFAULT_MODEL_DIR
+from models.base.packing import score_texts as packed_scores
 from models.guardformer.guard import GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.runtime.base import GuardModel
-from models.runtime.loader import load_model
+from models.serving.loader import load_model
 from models.train import metrics
 from models.train.guardformer_data import (
     GIP_POLICY_FILE,
@@ -46,11 +48,7 @@ POLICY_COUNTS = (1, 2, 4, 8)
 
 def score_texts(model: GuardModel, texts: list[str], batch_size: int = 32) -> np.ndarray:
     """[len(texts), n_policies] scores, in batches as the worker would send them."""
-    rows = []
-    for start in range(0, len(texts), batch_size):
-        chunk = [model.normalize(t) for t in texts[start : start + batch_size]]
-        rows.append(model.score(model.encode(chunk)))
-    return np.concatenate(rows) if rows else np.zeros((0, len(model.info.policies)), dtype=np.float32)
+    return packed_scores(model, texts, max_items=batch_size)
 
 
 def policy_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
@@ -143,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data_dir.is_dir():
         print(f"error: no data directory {args.data_dir} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
-    from worker.config import ModelSettings
-
-    embedder = load_model(args.embedder or ModelSettings().path, device="cpu", cache_dir=args.cache_dir)
+    embedder = load_model(args.embedder or DEFAULT_MODEL_DIR, device="cpu", cache_dir=args.cache_dir)
     starter = load_policies(DEFAULT_POLICY_DIR)
     if args.only:
         unknown = set(args.only) - set(starter.ids)
@@ -156,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = load_prompts(args.data_dir, args.handwritten)
     pairs = {p.id: make_pairs(prompts, [p.id], args.split, args.max_positives, 2.0, seed=1) for p in starter}
     report = {
-        "command": "python -m models.bench_guardformer " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m models.bench.guardformer " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "split": args.split,
         "quality": quality(args.models, embedder, pairs, starter, args.cache_dir),

@@ -1,0 +1,174 @@
+"""The verdict sink: produces verdicts and dead letters with the app's producer, waits for the acks.
+
+A record the brokers do not take (an outage, a leader move) is sent again with backoff for up to
+`outage_grace_s`; only then does delivery fail (and the agent exit, nothing more committed). A
+verdict too large to publish becomes a smaller `too_large` dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from aiokafka.errors import (
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    ProducerClosed,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
+from faust.exceptions import ProducerSendError
+
+from worker import codec
+from worker.config import KafkaSettings
+from worker.schema import DeadLetter, Reason, Verdict
+
+log = logging.getLogger(__name__)
+
+
+#: Longest verdict or dead-letter value the sink produces: under faust's default
+#: `producer_max_request_size` (1,000,000) and the broker's default `max.message.bytes`.
+MAX_OUTPUT_BYTES = 900_000
+#: Bytes of an oversized original value kept in its dead letter (the rest is cut off).
+KEPT_ORIGINAL_BYTES = 64 * 1024
+#: One delivery attempt gives up after this long (faust's default is 20 minutes), so that the
+#: sink's own retries, bounded by `outage_grace_s`, decide how long an outage is waited out.
+DELIVERY_ATTEMPT_TIMEOUT_S = 30.0
+RETRY_BACKOFF_S = (0.5, 10.0)  # first and longest pause between delivery attempts
+
+#: Errors that waiting cannot cure: delivery fails at once instead of retrying.
+_PERMANENT_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    ProducerClosed,
+)
+
+
+class DeliveryFailed(Exception):
+    """Some verdicts or dead letters of a batch could not be delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+class FaustSink:
+    """Produces verdicts and dead letters with the app's producer and waits for the acks.
+
+    A record the brokers do not take is sent again, with backoff, until `outage_grace_s` has
+    passed since the first attempt; only then does `deliver` raise (and the agent exit). The
+    records already acknowledged are not sent again.
+    """
+
+    def __init__(self, app: faust.App, kafka: KafkaSettings, worker_id: str) -> None:
+        self._app = app
+        self._kafka = kafka
+        self._worker_id = worker_id
+
+    async def deliver(self, verdicts: Sequence[Verdict], letters: Sequence[DeadLetter]) -> None:
+        pending = self.encode(verdicts, letters)
+        deadline = time.monotonic() + self._kafka.outage_grace_s
+        pause, longest = RETRY_BACKOFF_S
+        while True:
+            pending, error = await self._send(pending)
+            if not pending:
+                return
+            if isinstance(error, _PERMANENT_ERRORS) or time.monotonic() + pause > deadline:
+                raise DeliveryFailed(f"{len(pending)} record(s) not delivered: {error!r}") from error
+            log.warning(
+                "%d record(s) not delivered (%r); retrying in %.1f s, for up to %.0f s more",
+                len(pending),
+                error,
+                pause,
+                deadline - time.monotonic(),
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+
+    def encode(self, verdicts: Sequence[Verdict], letters: Sequence[DeadLetter]) -> list[Outgoing]:
+        """The records to produce; a verdict too large to produce becomes a dead letter."""
+        out = []
+        oversized = []
+        for verdict in verdicts:
+            key, value = codec.encode_verdict(verdict)
+            if len(value) > MAX_OUTPUT_BYTES:
+                oversized.append(_oversized_verdict(verdict, len(value)))
+                continue
+            out.append(Outgoing(self._kafka.verdicts_topic, key, value))
+        for letter in [*letters, *oversized]:
+            letter_key, letter_value, headers = self._encode_letter(letter)
+            out.append(Outgoing(self._kafka.dlq_topic, letter_key, letter_value, headers))
+        return out
+
+    def _encode_letter(self, letter: DeadLetter) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+        encoded = codec.encode_dead_letter(letter, self._worker_id)
+        if len(encoded[1]) <= MAX_OUTPUT_BYTES:
+            return encoded
+        return codec.encode_dead_letter(_with_short_original(letter), self._worker_id)
+
+    async def _send(self, records: list[Outgoing]) -> tuple[list[Outgoing], BaseException | None]:
+        """Send every record and wait for the acks: the records that failed, and one error.
+
+        Once a send itself fails (no metadata, a full buffer: each waits up to the attempt
+        timeout), the rest of the records are left for the next attempt instead of each waiting
+        in turn.
+        """
+        producer = self._app.producer
+        futures: list[Awaitable[Any] | None] = []
+        error: BaseException | None = None
+        for record in records:
+            if error is not None:
+                futures.append(None)
+                continue
+            try:
+                futures.append(
+                    await producer.send(record.topic, record.key, record.value, None, None, record.headers)
+                )
+            except Exception as exc:  # noqa: BLE001 - kept and retried, or raised by deliver
+                futures.append(None)
+                error = _root_cause(exc)
+        outcomes = await asyncio.gather(*(f for f in futures if f is not None), return_exceptions=True)
+        results = iter(outcomes)
+        failed = []
+        for record, future in zip(records, futures, strict=True):
+            outcome = None if future is None else next(results)
+            if future is None or isinstance(outcome, BaseException):
+                failed.append(record)
+                if isinstance(outcome, BaseException):
+                    error = _root_cause(outcome)
+        return failed, error
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The Kafka error under faust's ProducerSendError wrapper."""
+    return exc.__cause__ if isinstance(exc, ProducerSendError) and exc.__cause__ else exc
+
+
+def _oversized_verdict(verdict: Verdict, size: int) -> DeadLetter:
+    detail = (
+        f"the verdict would be {size} bytes, over the {MAX_OUTPUT_BYTES}-byte limit of an output record "
+        "(is `metadata` too large?)"
+    )
+    return DeadLetter(Reason.TOO_LARGE, detail, verdict.source, verdict.id)
+
+
+def _with_short_original(letter: DeadLetter) -> DeadLetter:
+    """The dead letter with its original value cut to KEPT_ORIGINAL_BYTES, and a note saying so."""
+    value = letter.source.value or b""
+    source = dataclasses.replace(letter.source, value=value[:KEPT_ORIGINAL_BYTES])
+    note = f" [original value cut to its first {KEPT_ORIGINAL_BYTES} of {len(value)} bytes]"
+    return dataclasses.replace(letter, source=source, detail=letter.detail + note)
