@@ -105,8 +105,8 @@ class _DoubleArray:
             self.place(child, base ^ label)
 
     def to_bytes(self) -> bytes:
-        size = len(self.units)
-        return struct.pack(f"<{size}I", *self.units)
+        self._grow(-(-len(self.units) // _BLOCK) * _BLOCK)  # whole blocks, even for an empty table
+        return struct.pack(f"<{len(self.units)}I", *self.units)
 
 
 def build_charsmap(table: Mapping[int, str]) -> bytes:

@@ -66,7 +66,7 @@ EDGE_CASES: tuple[tuple[str, str, str], ...] = (
 
 
 def load_samples(path: Path = SAMPLES_FILE) -> list[Sample]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     return [Sample(str(r["lang"]), str(r["kind"]), str(r["text"])) for r in rows]
 
 

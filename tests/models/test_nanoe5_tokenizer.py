@@ -41,6 +41,12 @@ def test_charsmap_replaces_exactly_the_table() -> None:
     assert all(normalizer.normalize_str(chr(c)) == chr(c) for c in kept)
 
 
+def test_an_empty_table_changes_nothing() -> None:
+    normalizer = normalizers.Precompiled(build_charsmap({}))
+    text = "any text, \u00e9t\u00e9 \U0001f600"
+    assert normalizer.normalize_str(text) == text
+
+
 def test_charsmap_refuses_nul_replacements() -> None:
     with pytest.raises(ValueError, match="NUL"):
         build_charsmap({0x41: "a\0b"})
