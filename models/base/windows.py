@@ -50,6 +50,11 @@ def raw_tokenizer(tokenizer_file: Path) -> Tokenizer:
     return tokenizer
 
 
+#: (start, end, padding) tokens of the vocabularies the encoders use, tried in order: BERT
+#: WordPiece, then SentencePiece as XLM-R names them (multilingual-e5).
+SPECIAL_TOKENS = (("[CLS]", "[SEP]", "[PAD]"), ("<s>", "</s>", "<pad>"))
+
+
 def special_id(tokenizer: Tokenizer, token: str) -> int:
     """The id of a special token such as [CLS]; a clear error when the vocabulary lacks it."""
     token_id = tokenizer.token_to_id(token)
@@ -58,11 +63,22 @@ def special_id(tokenizer: Tokenizer, token: str) -> int:
     return int(token_id)
 
 
-class WindowTokenizer:
-    """A BERT WordPiece tokenizer (`tokenizer.json`) that splits long texts into windows.
+def window_special_ids(tokenizer: Tokenizer) -> tuple[int, int, int]:
+    """Ids of the start, end and padding tokens: `[CLS] [SEP] [PAD]`, else `<s> </s> <pad>`."""
+    for start, end, padding in SPECIAL_TOKENS:
+        ids = tokenizer.token_to_id(start), tokenizer.token_to_id(end), tokenizer.token_to_id(padding)
+        if ids[0] is not None and ids[1] is not None and ids[2] is not None:
+            return ids[0], ids[1], ids[2]
+    raise ValueError("tokenizer has neither [CLS] [SEP] [PAD] nor <s> </s> <pad> tokens")
 
-    Each window holds at most `max_length` ids including `[CLS]` and `[SEP]`; consecutive windows
-    start `stride` content tokens apart, so they overlap by `max_length - 2 - stride` tokens.
+
+class WindowTokenizer:
+    """A `tokenizer.json` tokenizer (BERT WordPiece, or SentencePiece with `<s>` and `</s>`) that
+    splits long texts into windows.
+
+    Each window holds at most `max_length` ids including `[CLS]` and `[SEP]` (or `<s>`, `</s>`);
+    consecutive windows start `stride` content tokens apart, so they overlap by
+    `max_length - 2 - stride` tokens.
     """
 
     def __init__(self, tokenizer_file: Path, max_length: int, stride: int) -> None:
@@ -73,9 +89,7 @@ class WindowTokenizer:
         self.max_length = max_length
         self.stride = stride
         self._tokenizer = raw_tokenizer(tokenizer_file)
-        self.cls_id = special_id(self._tokenizer, "[CLS]")
-        self.sep_id = special_id(self._tokenizer, "[SEP]")
-        self.pad_id = special_id(self._tokenizer, "[PAD]")
+        self.cls_id, self.sep_id, self.pad_id = window_special_ids(self._tokenizer)
 
     def encode(self, texts: list[str]) -> list[Encoded]:
         """One `Encoded` (one window or more) per text."""
