@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -84,6 +85,15 @@ def test_embeddings_are_the_unit_mean_of_the_unpadded_hidden_states(tiny_encoder
     np.testing.assert_allclose(vectors[2], mean / np.linalg.norm(mean), atol=1e-5)
     truncated = encoders.token_ids(tiny_encoder, texts, max_length=5)
     assert [len(t) for t in truncated] == [3, 5, 4]
+
+
+def test_packaged_minilm_matches_the_sentence_transformers_golden_embeddings() -> None:
+    golden = json.loads((Path(__file__).parent / "golden_minilm_embeddings.json").read_text(encoding="utf-8"))
+    minilm = encoders.load_encoder(EncoderSpec("minilm", bert_onnx.encoder_dir()))
+    texts = [item["text"] for item in golden["items"]]
+    vectors = encoders.embed(minilm, texts, max_length=golden["max_seq_length"], batch_size=4)
+    expected = np.array([item["embedding"] for item in golden["items"]], dtype=np.float32)
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
 
 
 def test_cache_returns_the_same_vectors(tiny_encoder: Encoder, tmp_path: Path) -> None:
