@@ -107,6 +107,7 @@ HANDWRITTEN_FILES = tuple(
         "benign_short.jsonl",
         "benign_sensitive.jsonl",
         "benign_long.jsonl",
+        "benign_tasks.jsonl",
         "contrast_injection.jsonl",
         "contrast_unsafe.jsonl",
         "obfuscated.jsonl",

@@ -8,8 +8,10 @@ Steps: read the labeled prompts (the shared datasets with the project's labeling
 hand-written files, or your own files, see `models/train/files.py`); optionally fine-tune the
 encoder with a triplet loss (`--finetune`, `models/train/finetune.py`); embed every window of every
 prompt; train the head (an MLP, a linear SVM or logistic regression, one output per policy) on
-the train split; calibrate one threshold per policy on the validation split (max F1, or a
-target false-positive rate); report metrics on the test split, on held-out sources and on the
+the train split; set one threshold per policy so that the mean per-source false-positive rate
+on the held-out sources (split `heldout`, sources never trained on) is at most `--fpr-budget`
+(5%; `models/train/protocol.py`), or, without held-out rows, on the validation split (max F1 or
+`--target-fpr`); report metrics on the test split, on the held-out sources and on the
 hand-written benign prompts. Writes into `--out`: `config.json`, `head.safetensors`,
 `metrics.json`, the encoder directory `encoder/` when it is not the packaged one, and a
 generated `MODEL_CARD.md` when there is none.
@@ -60,8 +62,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--handwritten-weight",
         type=float,
-        default=4.0,
-        help="loss weight of the hand-written prompts (models/train/*.jsonl) in the head [4]",
+        default=16.0,
+        help="loss weight of the hand-written prompts (models/train/*.jsonl) in the head [16]",
     )
     data.add_argument(
         "--handwritten-repeat",
