@@ -27,7 +27,7 @@ from worker.health import Health, add_health_pages
 from worker.kafka_private import SignalHookedWorker
 from worker.kafka_security import broker_credentials
 from worker.pipeline import Pipeline
-from worker.reload import RegistryWatcher, describe, registry_fingerprint
+from worker.reload import RegistryWatcher, describe, registry_fingerprint, show_registry
 from worker.sink import DELIVERY_ATTEMPT_TIMEOUT_S, FaustSink
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ def run_worker(settings: Settings) -> None:
     if path is not None and settings.policies.reload_seconds > 0:
         watcher = RegistryWatcher(builder.reload, pipeline, path, seen)
         app.timer(settings.policies.reload_seconds, name="guardstream.policy_reload")(watcher.check)
+    else:
+        show_registry(info)
     agent = BatchAgent(settings, pipeline, health)
     source = app.topic(
         settings.kafka.input_topic,
