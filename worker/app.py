@@ -18,7 +18,7 @@ from typing import Any
 import faust
 
 from models.base.contract import GuardModel
-from models.serving import ModelSetupError, ServingOptions, load_served_model
+from models.serving import ModelSetupError, ServedModelBuilder, ServingOptions, load_served_model
 from worker.admin import KafkaUnavailable, ensure_topics
 from worker.agent import BatchAgent, fatal_exit
 from worker.cache import NullScoreCache, RedisScoreCache, ScoreCache
@@ -27,6 +27,7 @@ from worker.health import Health, add_health_pages
 from worker.kafka_private import SignalHookedWorker
 from worker.kafka_security import broker_credentials
 from worker.pipeline import Pipeline
+from worker.reload import RegistryWatcher, describe, registry_fingerprint, show_registry
 from worker.sink import DELIVERY_ATTEMPT_TIMEOUT_S, FaustSink
 
 log = logging.getLogger(__name__)
@@ -61,19 +62,16 @@ def make_cache(settings: Settings) -> ScoreCache:
 
 def run_worker(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 70). Does not return."""
+    builder = ServedModelBuilder(serving_options(settings))
+    path = settings.policies.path
+    seen = registry_fingerprint(path) if path is not None else ""  # before reading it: no edit missed
     try:
-        model = load_guard_model(settings)
+        model = builder.reload()
     except ModelSetupError as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(2) from exc
     info = model.info
-    log.info(
-        "model %s %s on %s, policies: %s",
-        info.name,
-        info.version,
-        model.device,
-        ", ".join(f"{p.id}@{p.version}>={p.threshold:.3f}" for p in info.policies),
-    )
+    log.info("model %s %s on %s, policies: %s", info.name, info.version, model.device, describe(info))
     try:
         created = _run_once(ensure_topics(settings.kafka))
     except KafkaUnavailable as exc:
@@ -87,6 +85,11 @@ def run_worker(settings: Settings) -> None:
     add_health_pages(app, health)
     sink = FaustSink(app, settings.kafka, worker_id())
     pipeline = Pipeline(settings, model, make_cache(settings), sink)
+    if path is not None and settings.policies.reload_seconds > 0:
+        watcher = RegistryWatcher(builder.reload, pipeline, path, seen)
+        app.timer(settings.policies.reload_seconds, name="guardstream.policy_reload")(watcher.check)
+    else:
+        show_registry(info)
     agent = BatchAgent(settings, pipeline, health)
     source = app.topic(
         settings.kafka.input_topic,

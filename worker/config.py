@@ -138,6 +138,12 @@ class PolicySettings(_Section):
         description="Policy registry: a YAML file or a directory of them (models/policies/starter is the "
         "starter set). Unset: the model's own policies, or the starter set for a GuardFormer model.",
     )
+    reload_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How often the registry's files are checked for a change, which is then loaded "
+        "without a restart (an invalid one is refused and the last good one kept); 0: never.",
+    )
 
 
 class WebSettings(_Section):

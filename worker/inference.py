@@ -39,12 +39,25 @@ class ModelFailure(Exception):
 class InferenceRunner:
     """Normalizes and tokenizes on one thread, scores on another."""
 
-    def __init__(self, model: GuardModel, batching: BatchingSettings) -> None:
+    def __init__(
+        self,
+        model: GuardModel,
+        batching: BatchingSettings,
+        threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None,
+    ) -> None:
         self.model = model
         self._batching = batching
-        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="guardstream-tokenize")
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="guardstream-model")
+        if threads is None:
+            threads = (
+                ThreadPoolExecutor(1, thread_name_prefix="guardstream-tokenize"),
+                ThreadPoolExecutor(1, thread_name_prefix="guardstream-model"),
+            )
+        self._tokenizer_thread, self._model_thread = threads
         self._known_good: list[Encoded] | None = None
+
+    def with_model(self, model: GuardModel) -> InferenceRunner:
+        """A runner of `model` on this runner's threads (one model call at a time across both)."""
+        return InferenceRunner(model, self._batching, (self._tokenizer_thread, self._model_thread))
 
     async def off_loop(self, function: Callable[[A], T], argument: A) -> T:
         """`function(argument)` on the tokenizer thread (text work that would stall the loop)."""

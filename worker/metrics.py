@@ -65,6 +65,23 @@ READY = Gauge(
     registry=REGISTRY,
 )
 
+POLICY_RELOADS = Counter(
+    "guardstream_policy_reloads_total",
+    "Changed policy registries loaded and switched to without a restart.",
+    registry=REGISTRY,
+)
+POLICY_RELOAD_FAILURES = Counter(
+    "guardstream_policy_reload_failures_total",
+    "Changed policy registries refused (invalid, or a policy no model scores); the last good one stays.",
+    registry=REGISTRY,
+)
+POLICY_REGISTRY_INFO = Gauge(
+    "guardstream_policy_registry_info",
+    "1 for the policy registry in force: a short hash of its policies, and their id@version.",
+    ["registry", "policies"],
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     """The metrics in the Prometheus text format."""

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from models.base.contract import GuardModel, ModelInfo
@@ -47,17 +48,43 @@ class _Pending:
     cached: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The model a batch is scored with and what its verdicts say: read once per batch."""
+
+    model: GuardModel
+    runner: InferenceRunner
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        return self.model.info.policy_ids
+
+
 class Pipeline:
-    """Turns a batch of raw records into delivered verdicts and dead letters."""
+    """Turns a batch of raw records into delivered verdicts and dead letters.
+
+    Each batch reads the served model once (`process`), so a model switched in (`switch`, a
+    reloaded policy registry) applies from the next batch on and never within one.
+    """
 
     def __init__(self, settings: Settings, model: GuardModel, cache: ScoreCache, sink: Sink) -> None:
         self._settings = settings
-        self._model = model
-        self._info: ModelInfo = model.info
         self._cache = cache
         self._sink = sink
-        self._runner = InferenceRunner(model, settings.batching)
-        self._policy_ids = self._info.policy_ids
+        self._served = Served(model, InferenceRunner(model, settings.batching))
+
+    @property
+    def model(self) -> GuardModel:
+        """The model the next batch is scored with."""
+        return self._served.model
+
+    def switch(self, model: GuardModel) -> None:
+        """Score the batches taken from now on with `model`; those in hand finish with theirs."""
+        self._served = Served(model, self._served.runner.with_model(model))
 
     async def deliver(self, result: BatchResult, started: float) -> None:
         """Hand the batch's verdicts and dead letters to the sink; returns once they are delivered."""
@@ -70,70 +97,61 @@ class Pipeline:
         started = time.perf_counter() if started is None else started
         metrics.RECORDS_IN.inc(len(records))
         metrics.BATCH_SIZE.observe(len(records))
+        served = self._served
         result = BatchResult()
-        pending, letters = await self._runner.off_loop(self._prepare, self._decode(records, result))
+        requests = self._decode(served, records, result)
+        pending, letters = await served.runner.off_loop(partial(self._prepare, served), requests)
         if letters:
             position = {id(record): index for index, record in enumerate(records)}
             result.letters = sorted([*result.letters, *letters], key=lambda d: position[id(d.source)])
-        await self._lookup(pending)
-        await self._score_misses(pending, result)
+        await self._lookup(served, pending)
+        await self._score_misses(served, pending, result)
         await self._cache.put_many(
             [(p.key, p.scores) for p in pending if p.scores is not None and not p.cached]
         )
-        result.verdicts = [self._verdict(p, started) for p in pending if p.scores is not None]
+        result.verdicts = [self._verdict(served, p, started) for p in pending if p.scores is not None]
         return result
 
-    def _decode(self, records: Sequence[RawRecord], result: BatchResult) -> list[Request]:
+    def _decode(self, served: Served, records: Sequence[RawRecord], result: BatchResult) -> list[Request]:
         """The valid requests of the batch; the other records become dead letters."""
         requests = []
         for record in records:
-            decoded = codec.decode(record, self._policy_ids, self._settings.limits)
+            decoded = codec.decode(record, served.policy_ids, self._settings.limits)
             if isinstance(decoded, DeadLetter):
                 result.letters.append(decoded)
             else:
                 requests.append(decoded)
         return requests
 
-    def _prepare(self, requests: Sequence[Request]) -> tuple[list[_Pending], list[DeadLetter]]:
+    def _prepare(
+        self, served: Served, requests: Sequence[Request]
+    ) -> tuple[list[_Pending], list[DeadLetter]]:
         """Normalized texts and cache keys. Runs off the event loop: normalizing 100k characters
         takes tens of milliseconds, and a batch of them would stall heartbeats and health checks."""
         pending, letters = [], []
         prefix = self._settings.redis.key_prefix
         for request in requests:
-            text = self._model.normalize(request.text)
+            text = served.model.normalize(request.text)
             if not text:
                 detail = "`text` is empty once normalized"
                 letters.append(DeadLetter(Reason.EMPTY_TEXT, detail, request.source, request.id))
                 continue
-            columns = self._columns(request.policies)
-            pending.append(_Pending(request, cache_key(prefix, self._info, text, columns), text, columns))
+            columns = _columns(served.policy_ids, request.policies)
+            pending.append(_Pending(request, cache_key(prefix, served.info, text, columns), text, columns))
         return pending, letters
 
-    def _columns(self, policies: Sequence[str] | None) -> tuple[int, ...] | None:
-        """The model's columns a request asks for, in model order; None when it asks for all."""
-        if policies is None or set(policies) >= set(self._policy_ids):
-            return None
-        wanted = set(policies)
-        return tuple(index for index, pid in enumerate(self._policy_ids) if pid in wanted)
-
-    def _scored_ids(self, item: _Pending) -> Sequence[str]:
-        """The policy ids of `item.scores`, in order."""
-        if item.columns is None:
-            return self._policy_ids
-        return [self._policy_ids[c] for c in item.columns]
-
-    async def _lookup(self, pending: list[_Pending]) -> None:
+    async def _lookup(self, served: Served, pending: list[_Pending]) -> None:
         if not self._settings.redis.enabled or not pending:
             return
         found = await self._cache.get_many([p.key for p in pending])
         for item, scores in zip(pending, found, strict=True):
-            if scores is not None and len(scores) == len(self._scored_ids(item)):
+            if scores is not None and len(scores) == len(_scored_ids(served.policy_ids, item)):
                 item.scores, item.cached = scores, True
         hits = sum(p.cached for p in pending)
         metrics.CACHE_HITS.inc(hits)
         metrics.CACHE_MISSES.inc(len(pending) - hits)
 
-    async def _score_misses(self, pending: list[_Pending], result: BatchResult) -> None:
+    async def _score_misses(self, served: Served, pending: list[_Pending], result: BatchResult) -> None:
         by_key: dict[str, list[_Pending]] = {}
         for item in pending:
             if item.scores is None:
@@ -141,8 +159,9 @@ class Pipeline:
         if not by_key:
             return
         groups = list(by_key.values())
-        encoded = await self._runner.encode([g[0].text for g in groups], [g[0].columns for g in groups])
-        scored = await self._runner.score(encoded)
+        runner = served.runner
+        encoded = await runner.encode([g[0].text for g in groups], [g[0].columns for g in groups])
+        scored = await runner.score(encoded)
         for group, outcome in zip(groups, scored, strict=True):
             for item in group:
                 if isinstance(outcome, Exception):
@@ -151,15 +170,16 @@ class Pipeline:
                         DeadLetter(Reason.MODEL_ERROR, detail, item.request.source, item.request.id)
                     )
                 else:
-                    columns = item.columns if item.columns is not None else range(len(self._policy_ids))
+                    columns = item.columns if item.columns is not None else range(len(served.policy_ids))
                     item.scores = [float(outcome[c]) for c in columns]
 
-    def _verdict(self, item: _Pending, started: float) -> Verdict:
+    def _verdict(self, served: Served, item: _Pending, started: float) -> Verdict:
         assert item.scores is not None  # noqa: S101 - filtered by the caller
         request = item.request
-        wanted = request.policies or self._policy_ids
-        all_scores = dict(zip(self._scored_ids(item), item.scores, strict=True))
-        policies = {p.id: p for p in self._info.policies}
+        info = served.info
+        wanted = request.policies or info.policy_ids
+        all_scores = dict(zip(_scored_ids(info.policy_ids, item), item.scores, strict=True))
+        policies = {p.id: p for p in info.policies}
         scores = {pid: round(all_scores[pid], 6) for pid in wanted}
         flagged = [pid for pid in wanted if all_scores[pid] >= policies[pid].threshold]
         return Verdict(
@@ -168,7 +188,7 @@ class Pipeline:
             scores=scores,
             flagged=flagged,
             policy_versions={pid: policies[pid].version for pid in wanted},
-            model={"name": self._info.name, "version": self._info.version},
+            model={"name": info.name, "version": info.version},
             cached=item.cached,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             metadata=request.metadata,
@@ -185,4 +205,19 @@ class Pipeline:
             metrics.DEAD_LETTERS.labels(reason=letter.reason.value).inc()
 
     def close(self) -> None:
-        self._runner.close()
+        self._served.runner.close()
+
+
+def _columns(policy_ids: Sequence[str], policies: Sequence[str] | None) -> tuple[int, ...] | None:
+    """The model's columns a request asks for, in model order; None when it asks for all."""
+    if policies is None or set(policies) >= set(policy_ids):
+        return None
+    wanted = set(policies)
+    return tuple(index for index, pid in enumerate(policy_ids) if pid in wanted)
+
+
+def _scored_ids(policy_ids: Sequence[str], item: _Pending) -> Sequence[str]:
+    """The policy ids of `item.scores`, in order."""
+    if item.columns is None:
+        return policy_ids
+    return [policy_ids[c] for c in item.columns]

@@ -68,6 +68,8 @@ class GuardFormerGuard:
         self._device = device
         self.tokenizer = tokenizer
         self.policies = enabled
+        self._session = session
+        self._source_fingerprint = source_fingerprint
         self._prefixes: list[EncodedPolicy] = [tokenizer.encode_policy(p) for p in enabled]
         self._prefix_lengths = [len(prefix.prefix) for prefix in self._prefixes]
         self.runner = WindowRunner(session, SCORES)
@@ -114,6 +116,12 @@ class GuardFormerGuard:
             len(policies.enabled()),
         )
         return cls(config, session, actual, tokenizer, policies, scored_by)
+
+    def with_policies(self, policies: PolicySet) -> GuardFormerGuard:
+        """The same loaded model (session, tokenizer) over other policies: no file is read again."""
+        return GuardFormerGuard(
+            self.config, self._session, self._device, self.tokenizer, policies, self._source_fingerprint
+        )
 
     @property
     def info(self) -> ModelInfo:

@@ -3,6 +3,6 @@
 The worker imports this package and nothing else of `models` besides the base contract.
 """
 
-from models.serving.served import ModelSetupError, ServingOptions, load_served_model
+from models.serving.served import ModelSetupError, ServedModelBuilder, ServingOptions, load_served_model
 
-__all__ = ["ModelSetupError", "ServingOptions", "load_served_model"]
+__all__ = ["ModelSetupError", "ServedModelBuilder", "ServingOptions", "load_served_model"]

@@ -39,24 +39,73 @@ class ServingOptions:
 
 def load_served_model(options: ServingOptions) -> GuardModel:
     """The one model the worker scores with; `ModelSetupError` when it cannot be put together."""
-    try:
-        registry = load_policies(options.policies_path) if options.policies_path is not None else None
-        base = _load(options, options.model_path, registry)
+    return ServedModelBuilder(options).reload()
+
+
+class ServedModelBuilder:
+    """Puts the served model together for a registry, keeping the models it loaded for the next one.
+
+    A registry edited in place only changes the policies: the model directories are read once,
+    and a GuardFormer is rebuilt over the new policies on its loaded session (`with_policies`).
+    """
+
+    def __init__(self, options: ServingOptions) -> None:
+        self.options = options
+        self._base: GuardModel | None = None
+        self._guardformer: GuardFormerGuard | None = None
+
+    def load_registry(self) -> PolicySet | None:
+        """The registry at `options.policies_path` (None without one); `ModelSetupError` if invalid."""
+        path = self.options.policies_path
+        try:
+            return load_policies(path) if path is not None else None
+        except PolicyError as exc:
+            raise ModelSetupError(str(exc)) from exc
+
+    def reload(self) -> GuardModel:
+        """The served model over the registry as it is now; `ModelSetupError` when it cannot be served."""
+        return self.build(self.load_registry())
+
+    def build(self, registry: PolicySet | None) -> GuardModel:
+        """The served model over `registry`; `ModelSetupError` when no model can score it."""
+        try:
+            return self._build(registry)
+        except (ModelDirectoryError, PolicyError, PolicyRoutingError) as exc:
+            raise ModelSetupError(str(exc)) from exc
+
+    def _build(self, registry: PolicySet | None) -> GuardModel:
+        base = self._base_model(registry)
         if isinstance(base, GuardFormerGuard):  # it reads the registry's policies itself
             return base
-        if registry is None and options.guardformer_path is None:
+        if registry is None and self.options.guardformer_path is None:
             return base
         registry = registry if registry is not None else load_policies(DEFAULT_POLICY_DIR)
-        if set(base.info.policy_ids) >= set(registry.enabled().ids):
-            return route_policies(base, registry)
         known = set(base.info.policy_ids)
+        if known >= set(registry.enabled().ids):
+            return route_policies(base, registry)
         rest = PolicySet(tuple(p for p in registry.enabled() if p.id not in known))
-        guardformer = None
-        if options.guardformer_path is not None:
-            guardformer = _load(options, options.guardformer_path, rest)
-        return route_policies(base, registry, guardformer)
-    except (ModelDirectoryError, PolicyError, PolicyRoutingError) as exc:
-        raise ModelSetupError(str(exc)) from exc
+        return route_policies(base, registry, self._guardformer_over(rest))
+
+    def _base_model(self, registry: PolicySet | None) -> GuardModel:
+        """The model at `model_path`: loaded once; a GuardFormer one over `registry`."""
+        if self._base is None:
+            self._base = _load(self.options, self.options.model_path, registry)
+        elif isinstance(self._base, GuardFormerGuard) and registry is not None:
+            return self._base.with_policies(registry)
+        return self._base
+
+    def _guardformer_over(self, rest: PolicySet) -> GuardModel | None:
+        """The GuardFormer over `rest` (None without one configured): loaded once, then rebuilt."""
+        path = self.options.guardformer_path
+        if path is None:
+            return None
+        if self._guardformer is None:
+            loaded = _load(self.options, path, rest)
+            if not isinstance(loaded, GuardFormerGuard):
+                return loaded  # not a GuardFormer directory: route_policies says what is wrong
+            self._guardformer = loaded
+            return loaded
+        return self._guardformer.with_policies(rest)
 
 
 def _load(options: ServingOptions, path: Path, policies: PolicySet | None) -> GuardModel:

@@ -17,7 +17,7 @@ from models.base.directory import ModelDirectoryError
 from models.guardformer.guard import GuardFormerGuard
 from models.guardformer.instruction import InstructionTokenizer, instruction_text, policy_text
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.serving import ModelSetupError
+from models.serving import ModelSetupError, ServedModelBuilder
 from models.serving.loader import load_model
 from models.serving.routing import RoutedEncoded, RoutedGuard
 from models.train.guardformer_data import Pair
@@ -32,8 +32,8 @@ from models.train.guardformer_model import (
 from models.train.torch_encoder import SentenceEncoder
 from models.train.train_guardformer import TrainSettings, save_model
 from tests.tiny_models import tiny_bert_config
-from worker.app import load_guard_model
-from worker.config import Settings, load_settings
+from worker.app import load_guard_model, serving_options
+from worker.config import PolicySettings, Settings, load_settings
 
 MAX_LENGTH, POLICY_TOKENS = 64, 24
 PROMPTS = [
@@ -374,3 +374,34 @@ def test_export_checks_decisions_at_each_policys_threshold(
     with pytest.raises(ExportError, match="fp32"):
         gf_export.export_guardformer(tiny_guardformer_dir, tmp_path / "out", ["fp32"], PROMPTS)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_changed_registry_is_served_by_the_models_already_loaded(
+    tiny_guardformer_dir: Path, tmp_path: Path
+) -> None:
+    registry = tmp_path / "policies"
+    registry.mkdir()
+    for starter in DEFAULT_POLICY_DIR.glob("*.yaml"):
+        (registry / starter.name).write_text(starter.read_text())
+    settings = starter_with_guardformer(tiny_guardformer_dir, tmp_path)
+    builder = ServedModelBuilder(
+        serving_options(settings.model_copy(update={"policies": PolicySettings(path=registry)}))
+    )
+    first = builder.reload()
+    (registry / "pizza.yaml").write_text(
+        "id: no_pineapple_pizza\nversion: '3'\nname: No pineapple pizza\n"
+        "description: Refuse to help put pineapple on pizza.\nthreshold: 0.4\n"
+    )
+    second = builder.reload()
+    assert isinstance(first, RoutedGuard) and isinstance(second, RoutedGuard)
+    assert second.routes[0].model is first.routes[0].model  # the embedder is not loaded again
+    old, new = first.routes[1].model, second.routes[1].model
+    assert isinstance(old, GuardFormerGuard) and isinstance(new, GuardFormerGuard)
+    assert new.runner.session is old.runner.session  # nor the GuardFormer's session
+    assert set(new.info.policy_ids) == {*old.info.policy_ids, "no_pineapple_pizza"}
+    texts = [second.normalize(t) for t in PROMPTS[:3]]
+    fresh = GuardFormerGuard.load(
+        tiny_guardformer_dir, new.policies, device="cpu", cache_dir=tmp_path / "cache"
+    )
+    np.testing.assert_allclose(new.score(new.encode(texts)), fresh.score(fresh.encode(texts)), atol=1e-6)
+    assert new.info.fingerprint == fresh.info.fingerprint
