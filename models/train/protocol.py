@@ -12,7 +12,8 @@ never on the sources it trained on:
   compared by it.
 
 Figures on the held-out sources are therefore not an unbiased test (the thresholds were set
-there); `../shared/data/benchmarks` is the test.
+there): that needs sources used for neither training nor choosing, scored only by
+`guardstream eval --verdict`, never by these tools.
 """
 
 from __future__ import annotations

@@ -33,6 +33,15 @@ threshold: 0.45
 """
 
 
+def write_registry(tmp_path: Path) -> Path:
+    """A registry directory with the custom policy and a reworded known one."""
+    registry = tmp_path / "policies"
+    registry.mkdir()
+    (registry / "custom.yaml").write_text(CUSTOM)
+    (registry / "injection.yaml").write_text(KNOWN)
+    return registry
+
+
 @pytest.fixture(scope="module")
 def tiny_guardformer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A GuardFormer directory with a random 2-layer BERT (the real tokenizer): real files, tiny weights."""
@@ -48,10 +57,7 @@ def tiny_guardformer(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def test_custom_policy_is_scored_with_its_version_on_the_verdicts_topic(
     worker_factory: Callable[..., WorkerProcess], topics: Topics, tiny_guardformer: Path, tmp_path: Path
 ) -> None:
-    registry = tmp_path / "policies"
-    registry.mkdir()
-    (registry / "custom.yaml").write_text(CUSTOM)
-    (registry / "injection.yaml").write_text(KNOWN)
+    registry = write_registry(tmp_path)
     worker = worker_factory(
         GUARDSTREAM_POLICIES__PATH=str(registry), GUARDSTREAM_MODEL__GUARDFORMER_PATH=str(tiny_guardformer)
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from loadtest.kafka_client import Collector, prompt, publish
 from tests.integration.conftest import KAFKA, Topics, WorkerProcess, started_collector
-from tests.integration.test_custom_policy import CUSTOM, KNOWN, tiny_guardformer
+from tests.integration.test_custom_policy import CUSTOM, tiny_guardformer, write_registry
 
 __all__ = ["tiny_guardformer"]  # the fixture, shared with the custom-policy test
 
@@ -62,10 +62,7 @@ async def round_trip(
 async def test_an_edited_registry_is_served_without_a_restart_and_an_invalid_one_is_refused(
     worker_factory: Callable[..., WorkerProcess], topics: Topics, tiny_guardformer: Path, tmp_path: Path
 ) -> None:
-    registry = tmp_path / "policies"
-    registry.mkdir()
-    (registry / "custom.yaml").write_text(CUSTOM)
-    (registry / "injection.yaml").write_text(KNOWN)
+    registry = write_registry(tmp_path)
     worker = worker_factory(
         GUARDSTREAM_POLICIES__PATH=str(registry),
         GUARDSTREAM_POLICIES__RELOAD_SECONDS="1",
