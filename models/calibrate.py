@@ -23,9 +23,9 @@ from models.base.packing import score_items
 from models.guardformer.calibration import calibration_entries
 from models.guardformer.config import GuardFormerConfig
 from models.guardformer.guard import GuardFormerGuard
-from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet
+from models.policies import PolicyError, PolicySet
 from models.train.guardformer_data import (
-    GIP_POLICY_FILE,
+    TRAINING_POLICY_FILES,
     Pair,
     all_policies,
     load_prompts,
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print("calibrate: give --data-dir or --rows", file=sys.stderr)
         return 2
     try:
-        policies = all_policies(args.policy_files or [DEFAULT_POLICY_DIR, GIP_POLICY_FILE])
+        policies = all_policies(args.policy_files or TRAINING_POLICY_FILES)
         config = GuardFormerConfig.load(args.model_dir / CONFIG_FILE)
         trained = args.only or [str(p["id"]) for p in config.trained_policies]
         chosen = PolicySet(tuple(policies[pid] for pid in trained if pid in policies))

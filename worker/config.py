@@ -124,7 +124,8 @@ class ModelSettings(_Section):
     guardformer_path: Path | None = Field(
         None,
         description="A GuardFormer model directory that scores the registry's policies the model at "
-        "`path` does not know (custom policies written in plain words).",
+        "`path` does not know (custom policies written in plain words); unset: the packaged one "
+        "(models/artifacts/guardformer-minilm).",
     )
     precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
         "auto",

@@ -18,6 +18,8 @@ from typing import Any
 
 #: The packaged default model (package data of `models`).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "embedder-minilm"
+#: The packaged GuardFormer: scores the registry's policies the default model does not know.
+DEFAULT_GUARDFORMER_DIR = DEFAULT_MODEL_DIR.parent / "guardformer-minilm"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 #: The family of a directory whose config names none (the first format had no `kind`).

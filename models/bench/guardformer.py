@@ -37,7 +37,7 @@ from models.serving.loader import load_model
 from models.train import metrics
 from models.train.guardformer_data import (
     GIP_POLICY_FILE,
-    HANDWRITTEN_POLICY_FILE,
+    HANDWRITTEN_POLICY_FILES,
     Pair,
     load_prompts,
     make_pairs,
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True, help="the shared datasets")
     parser.add_argument("--embedder", type=Path, help="embedder guard directory [the packaged one]")
     parser.add_argument(
-        "--handwritten", type=Path, default=HANDWRITTEN_POLICY_FILE, help="hand-written per-policy rows"
+        "--handwritten", type=Path, action="append", help="per-policy rows files [the packaged ones]"
     )
     parser.add_argument("--split", default="test", choices=["validation", "test", "heldout"])
     parser.add_argument("--max-positives", type=int, default=300, help="per policy [300]")
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: not starter policies: {', '.join(sorted(unknown))}", file=sys.stderr)
             return 2
         starter = PolicySet(tuple(p for p in starter if p.id in args.only))
-    prompts = load_prompts(args.data_dir, args.handwritten)
+    prompts = load_prompts(args.data_dir, args.handwritten or HANDWRITTEN_POLICY_FILES)
     pairs = {p.id: make_pairs(prompts, [p.id], args.split, args.max_positives, 2.0, seed=1) for p in starter}
     report = {
         "command": "python -m models.bench.guardformer " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -68,10 +68,10 @@ from models.merge.validation import (
     unscorable,
 )
 from models.merge.weights import MergeError, ModelWeights, Weights, check_same_architecture, load_weights
-from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition, PolicyError
+from models.policies import PolicyDefinition, PolicyError
 from models.tool_main import tool_main
 from models.train.finetune import choose_device
-from models.train.guardformer_data import GIP_POLICY_FILE, HANDWRITTEN_POLICY_FILE, Pair, all_policies
+from models.train.guardformer_data import HANDWRITTEN_POLICY_FILES, TRAINING_POLICY_FILES, Pair, all_policies
 
 log = logging.getLogger("guardstream.merge")
 
@@ -121,7 +121,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--data-dir", type=Path, help="the shared datasets (validation split)")
     data.add_argument("--rows", type=Path, help='JSON lines {"text", "policy", "label", "split"}')
-    parser.add_argument("--handwritten", type=Path, default=HANDWRITTEN_POLICY_FILE, help="with --data-dir")
+    parser.add_argument(
+        "--handwritten",
+        type=Path,
+        action="append",
+        help="per-policy rows files, with --data-dir [the packaged ones]",
+    )
     parser.add_argument("--policies", nargs="+", help="policy ids of the objective [all trained on]")
     parser.add_argument(
         "--policy-files", type=Path, action="append", help="policy definitions [starter + gip]"
@@ -198,7 +203,13 @@ def validation_pairs(
     else:
         if not args.data_dir.is_dir():
             raise MergeError(f"{args.data_dir}: no data directory (see ../shared/data/README.md)")
-        pairs = pairs_from_data(args.data_dir, args.handwritten, policy_ids, args.max_positives, args.seed)
+        pairs = pairs_from_data(
+            args.data_dir,
+            args.handwritten or HANDWRITTEN_POLICY_FILES,
+            policy_ids,
+            args.max_positives,
+            args.seed,
+        )
     missing = unscorable(pairs, policy_ids)
     if missing and (explicit or len(missing) == len(policy_ids)):
         raise MergeError(f"no validation pairs with both labels for policy {', '.join(missing)}")
@@ -346,7 +357,7 @@ def prepare(args: argparse.Namespace) -> Inputs:
         torch.set_num_threads(args.threads)
     base, parents = load_models(args)
     models = [m for m in [base, *parents] if m is not None]
-    definitions = all_policies(args.policy_files or [DEFAULT_POLICY_DIR, GIP_POLICY_FILE])
+    definitions = all_policies(args.policy_files or TRAINING_POLICY_FILES)
     policy_ids, explicit = objective_policies(args, models, definitions)
     pairs, policy_ids = validation_pairs(args, policy_ids, explicit)
     log.info("validation pairs (positives, negatives): %s", pair_counts(pairs, policy_ids))

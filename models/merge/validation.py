@@ -41,7 +41,7 @@ REPORTED_METRICS = ("f1", "auprc", "precision", "recall", "fpr", "n_positive", "
 
 
 def pairs_from_data(
-    data_dir: Path, handwritten: Path | None, policy_ids: Sequence[str], max_positives: int, seed: int
+    data_dir: Path, handwritten: Sequence[Path], policy_ids: Sequence[str], max_positives: int, seed: int
 ) -> list[Pair]:
     """Validation pairs of the shared datasets and hand-written rows, drawn per policy."""
     prompts = load_prompts(data_dir, handwritten)

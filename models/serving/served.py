@@ -2,8 +2,9 @@
 
 Without a registry and without a GuardFormer, the model scores its own policies. Otherwise every
 enabled policy of the registry (the starter set by default) is scored by the model at
-`model_path` when it knows it, else by the GuardFormer. Every problem with the directories or
-the registry is one `ModelSetupError` whose message says what to fix.
+`model_path` when it knows it, else by the GuardFormer: the one at `guardformer_path`, or the
+packaged one (`DEFAULT_GUARDFORMER_DIR`) when none is given. Every problem with the directories
+or the registry is one `ModelSetupError` whose message says what to fix.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.base.contract import GuardModel
-from models.base.directory import ModelDirectoryError
+from models.base.directory import CONFIG_FILE, DEFAULT_GUARDFORMER_DIR, ModelDirectoryError
 from models.base.session import Device
 from models.guardformer.guard import GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
@@ -95,8 +96,8 @@ class ServedModelBuilder:
         return self._base
 
     def _guardformer_over(self, rest: PolicySet) -> GuardModel | None:
-        """The GuardFormer over `rest` (None without one configured): loaded once, then rebuilt."""
-        path = self.options.guardformer_path
+        """The GuardFormer over `rest` (None without one): loaded once, then rebuilt."""
+        path = self.options.guardformer_path or _packaged_guardformer()
         if path is None:
             return None
         if self._guardformer is None:
@@ -106,6 +107,11 @@ class ServedModelBuilder:
             self._guardformer = loaded
             return loaded
         return self._guardformer.with_policies(rest)
+
+
+def _packaged_guardformer() -> Path | None:
+    """The GuardFormer shipped with the models, when it is installed."""
+    return DEFAULT_GUARDFORMER_DIR if (DEFAULT_GUARDFORMER_DIR / CONFIG_FILE).is_file() else None
 
 
 def _load(options: ServingOptions, path: Path, policies: PolicySet | None) -> GuardModel:

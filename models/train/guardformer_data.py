@@ -10,7 +10,9 @@ are measured on the same test prompts. A prompt's label for a policy is:
 - 0 when it is known not to: the embedder's 0 targets, ToxiGen's neutral statements, hand-written
   look-alikes, and prompts that belong to an unrelated policy (a question asking for financial
   advice is not a prompt injection). Related policies (fraud and economic harm, tax and
-  financial advice, ...) never lend each other negatives;
+  financial advice, ...; `policy_relations.yaml`) never lend each other negatives. A scope
+  policy ("only questions about our flights") is violated by any off-topic prompt: only the
+  rows written for it label it;
 - unknown otherwise (the pair is not made).
 """
 
@@ -21,14 +23,25 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
+import yaml
+
 from models.base.text import normalize_text
-from models.policies import PolicyDefinition, load_policies
+from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition, load_policies
 from models.train.data import UNKNOWN, Example, shared_examples
 
-HANDWRITTEN_POLICY_FILE = Path(__file__).resolve().parent / "policy_examples.jsonl"
-GIP_POLICY_FILE = Path(__file__).resolve().parent / "gip_policies.yaml"
+_HERE = Path(__file__).resolve().parent
+HANDWRITTEN_POLICY_FILE = _HERE / "policy_examples.jsonl"
+GIP_POLICY_FILE = _HERE / "gip_policies.yaml"
+#: Hand-written training policies (of the kinds deployments write) and their rows.
+WRITTEN_POLICY_FILE = _HERE / "written_policies.yaml"
+WRITTEN_EXAMPLES_FILE = _HERE / "written_policy_examples.jsonl"
+RELATIONS_FILE = _HERE / "policy_relations.yaml"
+#: Every policy the pairs may name, and every file of per-policy rows.
+TRAINING_POLICY_FILES = (DEFAULT_POLICY_DIR, GIP_POLICY_FILE, WRITTEN_POLICY_FILE)
+HANDWRITTEN_POLICY_FILES = (HANDWRITTEN_POLICY_FILE, WRITTEN_EXAMPLES_FILE)
 
 #: Dataset category -> policy, for the rows that carry one.
 CATEGORY_POLICY = {
@@ -70,28 +83,60 @@ CATEGORY_POLICY = {
     "misinformation_disinformation": "gip.disinformation",
     "illegal": "gip.illegal_activity",
 }
-#: Policies that overlap: a prompt of one is never a negative of the other.
-RELATED = (
-    {
-        "gip.illegal_activity",
-        "gip.malware",
-        "gip.fraud",
-        "gip.economic_harm",
-        "gip.privacy",
-        "gip.physical_harm",
-    },
-    {"gip.fraud", "gip.economic_harm", "gip.disinformation"},
-    {"gip.government_decisions", "gip.privacy", "gip.political_lobbying"},
-    {"financial_advice", "tax_advice", "gip.economic_harm"},
-    {"legal_advice", "tax_advice", "gip.government_decisions"},
-    {"hate_harassment", "gip.disinformation"},
-    {"gip.sexual_content", "hate_harassment"},
+#: Policies left out of GuardFormer's training by default and measured zero-shot
+#: (`models/bench/heldout_policies.py`): training settings may be compared on the selection
+#: policies; the test policies are only reported.
+HELDOUT_SELECTION_POLICIES = (
+    "custom.no_celebrity_gossip",
+    "custom.no_fortune_telling",
+    "custom.retail_catalog_only",
+    "custom.no_salary_negotiation_advice",
+    "custom.no_deepfake_voice_cloning",
+    "custom.no_graphic_violence",
+)
+HELDOUT_TEST_POLICIES = (
+    "tax_advice",
+    "legal_advice",
+    "custom.no_betting_tips",
+    "custom.no_medication_dosing",
+    "custom.no_dating_advice",
+    "custom.no_competitor_recommendations",
+    "custom.telecom_support_scope",
+    "custom.no_booking_on_behalf",
+    "custom.no_doxxing_locating_people",
+    "custom.no_academic_dishonesty",
 )
 #: Policies scored from the embedder's two targets rather than from categories.
 TARGET_POLICIES = ("unsafe_content", "prompt_injection")
 TOPIC_POLICIES = frozenset(
     {"financial_advice", "tax_advice", "legal_advice", "medical_advice", "gip.political_lobbying"}
 )
+
+
+@dataclass(frozen=True)
+class PolicyRelations:
+    """Which policies overlap (`related` groups) and which are scope policies (`RELATIONS_FILE`)."""
+
+    related: tuple[frozenset[str], ...]
+    scope: frozenset[str]
+
+    @classmethod
+    def load(cls, path: Path = RELATIONS_FILE) -> PolicyRelations:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return cls(
+            related=tuple(frozenset(map(str, group)) for group in raw.get("related") or ()),
+            scope=frozenset(map(str, raw.get("scope") or ())),
+        )
+
+    def related_to(self, policy: str) -> frozenset[str]:
+        """`policy`, every policy that shares a group with it, and the scope policies (an
+        off-topic prompt may violate any policy)."""
+        return self.scope.union({policy}, *(group for group in self.related if policy in group))
+
+
+@cache
+def relations() -> PolicyRelations:
+    return PolicyRelations.load()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +161,8 @@ class Prompt:
     def label(self, policy: str) -> int:
         if policy in self.policies:
             return 1
+        if policy in relations().scope:  # off-topic is a violation: only its own rows say
+            return 0 if policy in self.negatives else UNKNOWN
         if policy in TARGET_POLICIES:
             target = self.targets[TARGET_POLICIES.index(policy)]
             return (
@@ -128,8 +175,7 @@ class Prompt:
     def _implied(self, policy: str) -> int:
         """0 when the prompt belongs only to policies unrelated to `policy`, else unknown."""
         if self.policies:
-            related = set().union(*(group for group in RELATED if policy in group)) | {policy}
-            return UNKNOWN if self.policies & related else 0
+            return UNKNOWN if self.policies & relations().related_to(policy) else 0
         unsafe = self.targets[0]
         if unsafe == 0:
             return 0  # neither harmful nor in any category: a benign or injection-only prompt
@@ -164,7 +210,11 @@ def prompts_from_examples(examples: Iterable[Example]) -> dict[str, Prompt]:
 
 
 def add_handwritten(prompts: dict[str, Prompt], path: Path = HANDWRITTEN_POLICY_FILE) -> None:
-    """Rows `{"text", "policy", "label", "split"}`: a label for one policy."""
+    """Rows `{"text", "policy", "label", "split"}`: a label for one policy.
+
+    A row labelled 0 is a harmless look-alike: a negative of its policy and of every other one
+    (scope policies excepted, see `Prompt.label`).
+    """
     with path.open(encoding="utf-8") as stream:
         for number, line in enumerate(stream, 1):
             if not line.strip():
@@ -178,6 +228,7 @@ def add_handwritten(prompts: dict[str, Prompt], path: Path = HANDWRITTEN_POLICY_
             if int(row["label"]) == 1:
                 prompt.policies.add(str(row["policy"]))
             else:
+                prompt.negatives.add(str(row["policy"]))
                 prompt.benign = True
 
 
@@ -196,17 +247,29 @@ def add_policy_examples(prompts: dict[str, Prompt], policies: Iterable[PolicyDef
 
 def load_prompts(
     data_dir: Path,
-    handwritten: Path | None = HANDWRITTEN_POLICY_FILE,
+    handwritten: Sequence[Path] = HANDWRITTEN_POLICY_FILES,
     example_policies: Iterable[PolicyDefinition] = (),
 ) -> list[Prompt]:
     """Every prompt of the shared datasets, hand-written files and the policies' own examples."""
     prompts = prompts_from_examples(shared_examples(data_dir))
-    if handwritten is not None:
-        if not handwritten.is_file():
-            raise FileNotFoundError(f"no hand-written policy rows at {handwritten}")
-        add_handwritten(prompts, handwritten)
+    for path in handwritten:
+        if not path.is_file():
+            raise FileNotFoundError(f"no hand-written policy rows at {path}")
+        add_handwritten(prompts, path)
     add_policy_examples(prompts, example_policies)
     return list(prompts.values())
+
+
+def hold_out(prompts: Iterable[Prompt], policy_ids: Iterable[str]) -> None:
+    """Move every prompt written or labelled for a held-out policy to the test split.
+
+    A held-out policy is measured zero-shot: none of its positives or look-alikes is trained on,
+    not even as a row of another policy.
+    """
+    held = set(policy_ids)
+    for prompt in prompts:
+        if (prompt.policies | prompt.negatives) & held:
+            prompt.split = "test"
 
 
 def load_rows(paths: Iterable[Path]) -> list[Prompt]:

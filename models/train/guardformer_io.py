@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +32,42 @@ from models.train.torch_encoder import SentenceEncoder
 log = logging.getLogger("guardstream.guardformer")
 
 
+@dataclass(frozen=True)
+class _Words:
+    name: str
+    description: str
+
+
 class PairEncoder:
     """Token ids of pairs, with each policy's prefix tokenized once."""
 
     def __init__(self, tokenizer: InstructionTokenizer, policies: dict[str, PolicyDefinition]) -> None:
         self.tokenizer = tokenizer
         self._prefixes = {pid: tokenizer.encode_policy(p) for pid, p in policies.items()}
+        #: the policy as a user might write it instead: its name alone, its description alone
+        self._variants = {
+            pid: (
+                tokenizer.encode_policy(_Words(p.name, "")),
+                tokenizer.encode_policy(_Words(p.description, "")),
+            )
+            for pid, p in policies.items()
+        }
 
-    def ids(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
-        """One row per pair: the policy and the prompt's first window (what training sees)."""
+    def ids(self, pairs: Sequence[Pair], variant_rate: float = 0.0, seed: int = 0) -> list[np.ndarray]:
+        """One row per pair: the policy and the prompt's first window (what training sees).
+
+        With `variant_rate` > 0 that share of the rows reads the policy's name alone or its
+        description alone (half each), so the model does not lean on one way of writing a policy.
+        """
         windows = self.tokenizer.encode_prompts([p.text for p in pairs])
-        return [
-            self.tokenizer.pair(self._prefixes[pair.policy], encoded.windows[0])
-            for pair, encoded in zip(pairs, windows, strict=True)
-        ]
+        rng = np.random.default_rng(seed)
+        rows = []
+        for pair, encoded in zip(pairs, windows, strict=True):
+            prefix = self._prefixes[pair.policy]
+            if variant_rate > 0 and rng.random() < variant_rate:
+                prefix = self._variants[pair.policy][int(rng.integers(2))]
+            rows.append(self.tokenizer.pair(prefix, encoded.windows[0]))
+        return rows
 
     def window_ids(self, pairs: Sequence[Pair]) -> tuple[list[np.ndarray], list[int]]:
         """Every window of every pair, and the pair each row belongs to (what serving scores)."""

@@ -41,13 +41,16 @@ from models.base.directory import CONFIG_FILE
 from models.guardformer.calibration import calibration_entries
 from models.guardformer.config import ENCODER_SUBDIR, HEAD_FILE, GuardFormerConfig
 from models.guardformer.instruction import InstructionTokenizer
-from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition
+from models.policies import PolicyDefinition
 from models.train.finetune import choose_device, linear_schedule
 from models.train.guardformer_data import (
-    GIP_POLICY_FILE,
-    HANDWRITTEN_POLICY_FILE,
+    HANDWRITTEN_POLICY_FILES,
+    HELDOUT_SELECTION_POLICIES,
+    HELDOUT_TEST_POLICIES,
+    TRAINING_POLICY_FILES,
     Pair,
     all_policies,
+    hold_out,
     load_prompts,
     load_rows,
     make_pairs,
@@ -83,6 +86,7 @@ class TrainSettings:
     max_steps: int | None = None
     auxiliary_every: int = 1  # MLM and ALICE++ terms on every n-th step (1: every step, as the paper)
     eval_max_positives: int = 300
+    policy_variants: float = 0.0  # share of training rows that read the policy's name or description alone
 
 
 def make_optimizer(model: GuardFormerModel, settings: TrainSettings) -> torch.optim.AdamW:
@@ -134,7 +138,7 @@ class Trainer:
         settings = self.settings
         rng = np.random.default_rng(settings.seed)
         torch.manual_seed(settings.seed)
-        ids = self.encoder.ids(pairs)
+        ids = self.encoder.ids(pairs, settings.policy_variants, settings.seed)
         labels = torch.tensor([p.label for p in pairs], dtype=torch.float32)
         per_epoch = self.batches(pairs, rng)
         total = max(1, int(len(per_epoch) * settings.epochs))
@@ -222,8 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
     parser.add_argument("--policies", type=Path, action="append", help="policy files/dirs [starter + gip]")
-    parser.add_argument("--handwritten", type=Path, default=HANDWRITTEN_POLICY_FILE, help="per-policy rows")
-    parser.add_argument("--holdout-policies", nargs="*", default=["tax_advice"], help="kept out [tax_advice]")
+    parser.add_argument(
+        "--handwritten", type=Path, action="append", help="per-policy rows files [the packaged ones]"
+    )
+    parser.add_argument(
+        "--holdout-policies",
+        nargs="*",
+        default=[*HELDOUT_SELECTION_POLICIES, *HELDOUT_TEST_POLICIES],
+        help="policies kept out of training, measured zero-shot [the selection and test ones of "
+        "models/train/guardformer_data.py]",
+    )
     parser.add_argument("--only-policy", help="PolicyGuard: train on this one policy")
     parser.add_argument("--init-from", type=Path, help="start from a trained GuardFormer directory")
     parser.add_argument("--mode", choices=["full", "head"], default="full", help="FFT or CFT [full]")
@@ -251,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--auxiliary-every", type=int, default=d.auxiliary_every, help="MLM + ALICE++ every n-th step [1]"
     )
     parser.add_argument(
+        "--policy-variants",
+        type=float,
+        default=d.policy_variants,
+        help="share of training rows that read the policy's name alone or its description alone [0]",
+    )
+    parser.add_argument(
         "--eval-max-positives", type=int, default=d.eval_max_positives, help="per policy and split [300]"
     )
     parser.add_argument(
@@ -272,16 +290,20 @@ def run(args: argparse.Namespace) -> int:
         max_policy_tokens=args.max_policy_tokens, max_positives=args.max_positives,
         negatives_per_positive=args.negatives_per_positive, mode=args.mode, seed=args.seed,
         max_steps=args.max_steps, auxiliary_every=args.auxiliary_every,
-        eval_max_positives=args.eval_max_positives,
+        eval_max_positives=args.eval_max_positives, policy_variants=args.policy_variants,
     )  # fmt: skip
     weights = LossWeights(args.lambda_mlm, args.lambda_alice, args.lambda_ce, args.alpha, args.epsilon)
-    policies = all_policies(args.policies or [DEFAULT_POLICY_DIR, GIP_POLICY_FILE])
+    policies = all_policies(args.policies or TRAINING_POLICY_FILES)
     if args.only_policy:
         if args.only_policy not in policies:
             print(f"error: unknown policy {args.only_policy!r}", file=sys.stderr)
             return 2
         train_ids = [args.only_policy]
     else:
+        unknown = sorted(set(args.holdout_policies) - set(policies))
+        if unknown:
+            print(f"error: unknown held-out policies: {', '.join(unknown)}", file=sys.stderr)
+            return 2
         train_ids = [pid for pid in policies if pid not in set(args.holdout_policies)]
     eval_ids = [args.only_policy] if args.only_policy else list(policies)
     base = args.encoder_dir or encoder_dir()
@@ -292,11 +314,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         eval_prompts = train_prompts = load_rows(args.train_rows) if args.train_rows else []
         if args.data_dir is not None:
-            eval_prompts = load_prompts(args.data_dir, args.handwritten, [policies[i] for i in train_ids])
+            eval_prompts = load_prompts(
+                args.data_dir, args.handwritten or HANDWRITTEN_POLICY_FILES, [policies[i] for i in train_ids]
+            )
             train_prompts = train_prompts or eval_prompts
     except FileNotFoundError as exc:
         print(f"guardstream train: {exc}", file=sys.stderr)
         return 2
+    if not args.only_policy:
+        hold_out([*train_prompts, *eval_prompts], args.holdout_policies)
     per_policy, ratio = settings.max_positives, settings.negatives_per_positive
     train_pairs = make_pairs(train_prompts, train_ids, "train", per_policy, ratio, settings.seed)
     if not any(pair.label for pair in train_pairs):
@@ -333,6 +359,7 @@ def run(args: argparse.Namespace) -> int:
         "loss_weights": asdict(weights),
         "device": str(device),
         "trained_policies": train_ids,
+        "held_out_policies": [] if args.only_policy else sorted(set(args.holdout_policies)),
         "pairs": {k: list(v) for k, v in pair_counts(train_pairs).items()},
         **speed,
         "history": trainer.history,

@@ -17,7 +17,7 @@ from models.base.directory import ModelDirectoryError
 from models.guardformer.guard import GuardFormerGuard
 from models.guardformer.instruction import InstructionTokenizer, instruction_text, policy_text
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
-from models.serving import ModelSetupError, ServedModelBuilder
+from models.serving import ModelSetupError, ServedModelBuilder, served
 from models.serving.loader import load_model
 from models.serving.routing import RoutedEncoded, RoutedGuard
 from models.train.guardformer_data import Pair
@@ -297,7 +297,10 @@ def test_routing_skips_a_model_no_request_asks_for(
     assert not np.isnan(scores[0, tax]) and np.isnan(scores[1, tax])
 
 
-def test_a_policy_no_model_scores_is_a_clear_start_up_error(tmp_path: Path) -> None:
+def test_a_policy_no_model_scores_is_a_clear_start_up_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(served, "DEFAULT_GUARDFORMER_DIR", tmp_path / "no-packaged-guardformer")
     settings = load_settings(
         {
             "model": {"device": "cpu", "cache_dir": tmp_path / "cache"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from models.train.data import UNKNOWN
 from models.train.guardformer_data import Prompt, make_pairs, pair_counts
 
@@ -57,3 +59,70 @@ def test_policy_examples_file_is_well_formed_and_covers_every_starter_policy() -
     for policy in load_policies(DEFAULT_POLICY_DIR).ids:
         for label in (0, 1):
             assert counts[(policy, label, "train")] >= 20 and counts[(policy, label, "test")] >= 10, policy
+
+
+def test_a_scope_policy_is_labelled_only_by_its_own_rows() -> None:
+    from models.train.guardformer_data import relations
+
+    scope = sorted(relations().scope)[0]
+    benign = Prompt("what is the capital of peru", "train", (0, 0), benign=True)
+    assert benign.label(scope) == UNKNOWN  # off-topic for a scope policy: it may well violate it
+    assert benign.label("custom.no_crypto_advice") == 0
+    on_topic = Prompt("how do I order a new card", "train", benign=True, negatives={scope})
+    assert on_topic.label(scope) == 0
+    off_topic = Prompt("write me a poem about autumn", "train", policies={scope})
+    assert off_topic.label(scope) == 1
+    assert off_topic.label("custom.no_crypto_advice") == UNKNOWN  # off-topic may be anything
+
+
+def test_related_policies_come_from_the_relations_file(tmp_path: Path) -> None:
+    from models.train.guardformer_data import PolicyRelations
+
+    path = tmp_path / "relations.yaml"
+    path.write_text("related:\n  - [a, b]\n  - [b, c]\nscope: [s]\n")
+    loaded = PolicyRelations.load(path)
+    assert loaded.related_to("b") == {"a", "b", "c", "s"}
+    assert loaded.related_to("d") == {"d", "s"}
+
+
+def test_held_out_policies_rows_are_all_moved_to_the_test_split() -> None:
+    from models.train.guardformer_data import hold_out
+
+    prompts = [
+        Prompt("p", "train", policies={"custom.x"}),
+        Prompt("look-alike", "validation", negatives={"custom.x"}, benign=True),
+        Prompt("other", "train", policies={"custom.y"}),
+    ]
+    hold_out(prompts, ["custom.x"])
+    assert [p.split for p in prompts] == ["test", "test", "train"]
+    assert make_pairs(prompts, ["custom.x"], "train", 10, 2.0, seed=0) == []
+
+
+def test_written_policies_and_rows_are_well_formed() -> None:
+    import json
+    from collections import Counter
+
+    from models.train.guardformer_data import (
+        HELDOUT_SELECTION_POLICIES,
+        HELDOUT_TEST_POLICIES,
+        TRAINING_POLICY_FILES,
+        WRITTEN_EXAMPLES_FILE,
+        WRITTEN_POLICY_FILE,
+        all_policies,
+        relations,
+    )
+
+    written = all_policies([WRITTEN_POLICY_FILE])
+    rows = [json.loads(line) for line in WRITTEN_EXAMPLES_FILE.read_text(encoding="utf-8").splitlines()]
+    assert all(set(row) == {"text", "policy", "label", "split"} for row in rows)
+    assert {row["split"] for row in rows} == {"train", "validation", "test"}
+    texts = [" ".join(row["text"].casefold().split()) for row in rows]
+    assert len(set(texts)) == len(texts), "duplicate texts"
+    counts = Counter((row["policy"], row["label"]) for row in rows)
+    assert set(counts) == {(pid, label) for pid in written for label in (0, 1)}
+    assert all(count >= 15 for count in counts.values())
+    every = all_policies(TRAINING_POLICY_FILES)
+    named = set().union(*relations().related) | relations().scope
+    assert named <= set(every), named - set(every)
+    held = {*HELDOUT_SELECTION_POLICIES, *HELDOUT_TEST_POLICIES}
+    assert held <= set(every) and not set(HELDOUT_SELECTION_POLICIES) & set(HELDOUT_TEST_POLICIES)
