@@ -36,6 +36,7 @@ class Process(enum.StrEnum):
     WORKER = "worker.cli"
     STANDIN = "loadtest.standin_worker"
     PASSTHROUGH = "loadtest.passthrough"
+    FAUST_PASSTHROUGH = "loadtest.faust_passthrough"
     NAIVE = "loadtest.naive_worker"
 
 

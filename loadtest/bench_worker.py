@@ -6,6 +6,8 @@ Figures from one run, so their ratios hold on a noisy machine, each on a topic l
 process that reads it starts (so the producer's speed never limits the reader):
 - passthrough: `loadtest.passthrough`, plain aiokafka consume -> orjson -> produce on the same
   broker: the client limit, and the unit of every `*_over_passthrough` ratio;
+- faust_passthrough: `loadtest.faust_passthrough`, the same work in the worker's faust app
+  (`noack_take` batches, acks): what the consumer runtime leaves of the client limit;
 - standin:     one worker with `loadtest.standin_worker` (a model whose scoring costs nothing),
   `--fast-n` distinct prompts, all misses, Redis on: the pipeline's own ceiling;
 - cache_hits:  one worker with the real model on `--fast-n` prompts whose scores are all in Redis;
@@ -133,6 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fast = make_texts(args.fast_n, seed=1, tag=runs.run_id + "f")
     standin = make_texts(args.fast_n, seed=2, tag=runs.run_id + "s")
     runs.measure("passthrough", values_of("p", fast), Process.PASSTHROUGH)
+    runs.measure("faust_passthrough", values_of("f", fast), Process.FAUST_PASSTHROUGH)
     runs.measure("standin", values_of("s", standin), Process.STANDIN)
     runs.measure("worker", values_of("u", texts), Process.WORKER, busy=True)
     hits = [texts[i % len(texts)] for i in range(args.fast_n)]
@@ -155,6 +158,8 @@ def report(
         "n": args.n,
         "fast_n": args.fast_n,
         "passthrough_records_per_s": round(ceiling, 1),
+        "faust_passthrough_records_per_s": round(figures["faust_passthrough"].verdicts_per_s, 1),
+        "faust_passthrough_over_passthrough": round(figures["faust_passthrough"].verdicts_per_s / ceiling, 3),
         "standin_verdicts_per_s": round(figures["standin"].verdicts_per_s, 1),
         "standin_over_passthrough": round(figures["standin"].verdicts_per_s / ceiling, 3),
         "cache_hits_verdicts_per_s": round(figures["cache_hits"].verdicts_per_s, 1),
