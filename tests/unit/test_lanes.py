@@ -106,3 +106,17 @@ async def test_short_verdicts_do_not_wait_for_a_long_neighbour_and_acks_keep_ord
     assert [v.id for v in sink.verdicts] == ["s0", "s2", "s3", "l1"]
     assert stream.acked == [0, 1, 2, 3]
     assert max(model.padded) <= 16, "a long-lane call went over long_prompt_tokens"
+
+
+async def test_process_all_scores_the_long_prompts_too() -> None:
+    settings = Settings.model_validate({"batching": {"long_prompt_tokens": 16}})
+    pipeline = Pipeline(settings, KeywordModel(), MemoryScoreCache(), ListSink())
+    records = [record(value("s", "short"), 0), record(value("l", LONG_TEXT + " bomb"), 1)]
+    first = await pipeline.process(records)
+    assert [v.id for v in first.verdicts] == ["s"] and first.long is not None
+    result = await pipeline.process_all(
+        [record(value(r, t), i) for i, (r, t) in enumerate([("s2", "x"), ("l2", LONG_TEXT + " bomb")])]
+    )
+    assert sorted(v.id for v in result.verdicts) == ["l2", "s2"] and result.long is None
+    assert next(v for v in result.verdicts if v.id == "l2").verdict == "block"
+    pipeline.close()
