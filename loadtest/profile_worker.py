@@ -28,6 +28,43 @@ from worker.admin import ensure_topics
 from worker.config import Settings
 
 
+#: Where a main-thread sample is, by the first of these frames found in its stack.
+STAGES = (
+    ("faust: fetch, one event per record (Fetcher._fetcher)", "Fetcher._fetcher"),
+    ("faust: a task per record to hand it to the stream (Conductor.on_message)", "on_message"),
+    ("faust: stream to the agent (Stream._passive_drainer)", "Stream._passive_drainer"),
+    ("pipeline: decode, prepare, cache, score, verdicts", "Pipeline.process"),
+    ("pipeline: deliver (encode, produce, wait)", "Pipeline.deliver"),
+    ("agent: in-order acks", "BatchAgent._ack"),
+    ("aiokafka: producer sender", "Sender._"),
+    ("redis client", "redis/"),
+    ("idle: waiting in select", "EpollSelector.select"),
+)
+
+
+def stage_table(collapsed: Path) -> str:
+    """Main-thread samples by stage of the hot path, and the other threads' samples."""
+    stages: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    main = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        thread = stack.split(";", 1)[0]
+        threads[thread.split(": ", 1)[-1]] += count
+        if "MainThread" not in thread:
+            continue
+        main += count
+        label = next((name for name, marker in STAGES if marker in stack), "other (event loop, faust, mode)")
+        stages[label] += count
+    total = sum(threads.values())
+    lines = [f"main thread: {main} of {total} samples; by stage (% of the main thread):"]
+    lines += [f"{100 * n / main:5.1f}  {label}" for label, n in stages.most_common()]
+    lines += ["", "samples by thread (% of all):"]
+    lines += [f"{100 * n / total:5.1f}  {name}" for name, n in threads.most_common()]
+    return "\n".join(lines) + "\n\n"
+
+
 def top_table(collapsed: Path, top: int) -> str:
     """Functions by samples of their own (self) and samples in them (total), from collapsed stacks."""
     own: Counter[str] = Counter()
@@ -103,7 +140,8 @@ def main() -> None:
         run_round(
             settings, values_of(fmt, round_texts), args.out_dir / f"{name}{suffix}", fmt, args.duration_s
         )
-    table = top_table(args.out_dir / f"{name}.collapsed", args.top)
+    collapsed = args.out_dir / f"{name}.collapsed"
+    table = stage_table(collapsed) + top_table(collapsed, args.top)
     (args.out_dir / f"{name}.txt").write_text(table)
     print(table)
 
