@@ -27,7 +27,6 @@ from loadtest.demo import wait_ready
 from worker.admin import ensure_topics
 from worker.config import Settings
 
-
 #: Where a main-thread sample is, by the first of these frames found in its stack.
 STAGES = (
     ("faust: fetch, one event per record (Fetcher._fetcher)", "Fetcher._fetcher"),
