@@ -17,7 +17,9 @@ said otherwise. The runs, in order:
 5. max_wait_ms 0 / 20 / 100 at thin traffic (--thin-rate prompts/s): the latency it adds.
 
 Latency is reported for every prompt, and apart for short prompts and for long ones (several
-windows). `--latency-only` runs (1) and the 50% run of (2) alone.
+windows). `--latency-only` runs (1) and the 50% run of (2) alone, then a short-batch time (one
+short prompt at a time, --thin-rate, max_wait_ms 0: the median) and checks the short prompts'
+p99 at 50% against max_wait_ms + 2 short-batch times.
 
 Each run's full report and plot land in --out beside the summary. Needs Kafka and Redis
 running (deploy/local/services.sh start). About 17 minutes on 2 cores (--quick: ~7 minutes,
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.loadgen import run_loadtest
+from worker.config import Settings
 
 UNIQUE_ONLY = ["--repeat-share", "0", "--long-share", "0", "--bad-share", "0"]
 
@@ -65,6 +68,7 @@ class Bench:
         self.out = out
         self.plan = plan
         self.rows: list[dict[str, Any]] = []
+        self.goal: dict[str, Any] | None = None
         self.started = time.monotonic()
 
     def run(self, label: str, argv: list[str]) -> dict[str, Any]:
@@ -110,6 +114,7 @@ class Bench:
             "plan": self.plan.__dict__,
             "minutes": round((time.monotonic() - self.started) / 60, 1),
             "runs": self.rows,
+            **({"short_prompt_goal": self.goal} if self.goal else {}),
         }
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -127,6 +132,8 @@ def run_all(bench: Bench, latency_only: bool = False) -> None:
         args = bench.load_args(share * saturation, plan.steady_s, ramp_s=5)
         bench.run(f"latency at {share:.0%} of saturation", args)
     if latency_only:
+        bench.goal = short_prompt_goal(bench)
+        bench.write()
         return
     for workers in plan.worker_counts:
         args = bench.load_args(plan.overload_rate, plan.burst_s, workers)
@@ -140,6 +147,29 @@ def run_all(bench: Bench, latency_only: bool = False) -> None:
     for wait_ms in plan.waits_ms:
         args = [*bench.load_args(plan.thin_rate, plan.thin_s, ramp_s=0), "--max-wait-ms", str(wait_ms)]
         bench.run(f"max_wait_ms {wait_ms}, {plan.thin_rate:g} prompts/s", args)
+
+
+def short_prompt_goal(bench: Bench) -> dict[str, Any]:
+    """Short prompts' p99 at 50% of saturation against max_wait_ms + 2 short-batch times.
+
+    A short-batch time is the median produce-to-verdict latency of one short prompt when nothing
+    else is going on: thin traffic of short prompts only, with max_wait_ms 0.
+    """
+    plan = bench.plan
+    thin = [*bench.load_args(plan.thin_rate, plan.thin_s, ramp_s=0), *UNIQUE_ONLY, "--max-wait-ms", "0"]
+    short_batch_ms = bench.run("short-batch time: one short prompt at a time", thin)["p50_ms"]
+    half = next(row for row in bench.rows if row["label"] == "latency at 50% of saturation")
+    max_wait_ms = Settings().batching.max_wait_ms
+    goal_ms = max_wait_ms + 2 * short_batch_ms
+    return {
+        "short_batch_ms": short_batch_ms,
+        "max_wait_ms": max_wait_ms,
+        "goal_short_p99_ms": round(goal_ms, 3),
+        "short_p99_ms": half["short_p99_ms"],
+        "long_p99_ms": half["long_p99_ms"],
+        "met": half["short_p99_ms"] is not None and half["short_p99_ms"] <= goal_ms,
+        "before_all_p99_ms": 1003.0,  # the 50% run of the earlier bench-load.json, one lane
+    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -170,6 +200,8 @@ def main() -> None:
     bench = Bench(args.out, QUICK if args.quick else FULL)
     run_all(bench, args.latency_only)
     print_table(bench.rows)
+    if bench.goal:
+        print(f"\nshort prompts at 50% of saturation: {bench.goal}")
     print(f"\nsummary: {args.out} ({bench.rows[-1]['report']} and the others beside it)")
 
 
