@@ -45,6 +45,7 @@ bench-load: install
 
 # On a CUDA machine: the model alone and one worker end to end; without CUDA: one line, exit 3.
 bench-gpu: install
+	@$(BIN)/python -m loadtest.bench_gpu --preflight $(BENCH_ARGS)
 	$(SERVICES) start
 	$(BIN)/python -m loadtest.bench_gpu $(BENCH_ARGS)
 

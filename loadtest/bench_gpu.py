@@ -103,6 +103,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (the JSON says so)")
+    parser.add_argument(
+        "--preflight", action="store_true", help="only check that the run can start (CUDA, or --cpu)"
+    )
     parser.add_argument("--n", type=int, default=20000, help="prompts of the throughput runs [20000]")
     parser.add_argument("--latency-s", type=float, default=30.0, help="seconds of the load test [30]")
     parser.add_argument("--max-batch-requests", type=int, default=256, help="[256]")
@@ -118,6 +121,8 @@ def main() -> int:
     if reason is not None and not args.cpu:
         print(f"bench-gpu: no usable CUDA here ({reason}); nothing measured (--cpu runs it on the CPU)")
         return EXIT_NO_CUDA
+    if args.preflight:
+        return 0
     result = run(args, "cpu" if args.cpu else "cuda")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
