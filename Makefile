@@ -4,7 +4,7 @@ SERVICES := bash deploy/local/services.sh
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-unit lint format typecheck bench bench-load lock services-start services-stop
+.PHONY: install demo test test-unit lint format typecheck bench bench-load bench-gpu profile lock services-start services-stop
 
 install:
 	bash deploy/local/install.sh
@@ -32,13 +32,28 @@ format:
 typecheck: install
 	$(BIN)/mypy
 
+# The worker against its ceilings (passthrough, stand-in model, cache hits, the model), then
+# short and long prompts' latency at half of saturation: loadtest/results/bench-*.json.
 bench: install
 	$(SERVICES) start
 	$(BIN)/python -m loadtest.bench_worker $(BENCH_ARGS)
+	$(BIN)/python -m loadtest.bench_load --latency-only --out loadtest/results/bench-latency.json
 
 bench-load: install
 	$(SERVICES) start
-	$(BIN)/python -m loadtest.bench_load
+	$(BIN)/python -m loadtest.bench_load $(BENCH_ARGS)
+
+# On a CUDA machine: the model alone and one worker end to end; without CUDA: one line, exit 3.
+bench-gpu: install
+	@$(BIN)/python -m loadtest.bench_gpu --preflight $(BENCH_ARGS)
+	$(SERVICES) start
+	$(BIN)/python -m loadtest.bench_gpu $(BENCH_ARGS)
+
+# py-spy flame graph and top-N table of the worker's hot path (stand-in model) into loadtest/results/.
+profile: install
+	$(SERVICES) start
+	$(BIN)/python -m pip install -q py-spy
+	$(BIN)/python -m loadtest.profile_worker $(BENCH_ARGS)
 
 lock:
 	$(BIN)/python -m pip install -q uv

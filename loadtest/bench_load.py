@@ -16,6 +16,11 @@ said otherwise. The runs, in order:
    max_batch_requests 64), then max_batch_requests 8 / 32 / 128;
 5. max_wait_ms 0 / 20 / 100 at thin traffic (--thin-rate prompts/s): the latency it adds.
 
+Latency is reported for every prompt, and apart for short prompts and for long ones (several
+windows). `--latency-only` runs (1) and the 50% run of (2) alone, then a short-batch time (one
+short prompt at a time, --thin-rate, max_wait_ms 0: the median) and checks the short prompts'
+p99 at 50% against max_wait_ms + 2 short-batch times.
+
 Each run's full report and plot land in --out beside the summary. Needs Kafka and Redis
 running (deploy/local/services.sh start). About 17 minutes on 2 cores (--quick: ~7 minutes,
 shorter runs and fewer knob values).
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.loadgen import run_loadtest
+from worker.config import Settings
 
 UNIQUE_ONLY = ["--repeat-share", "0", "--long-share", "0", "--bad-share", "0"]
 
@@ -62,6 +68,7 @@ class Bench:
         self.out = out
         self.plan = plan
         self.rows: list[dict[str, Any]] = []
+        self.goal: dict[str, Any] | None = None
         self.started = time.monotonic()
 
     def run(self, label: str, argv: list[str]) -> dict[str, Any]:
@@ -69,6 +76,7 @@ class Bench:
         report, path = run_loadtest([*argv, "--out", str(self.out.parent)])
         summary = report["summary"]
         latency = summary["latency_produce_to_verdict"]
+        short, long = summary["latency_short_prompts"], summary["latency_long_prompts"]
         row = {
             "label": label,
             "command": "guardstream loadtest " + " ".join(argv),
@@ -79,6 +87,10 @@ class Bench:
             "throughput_verdicts_per_s": summary["throughput_verdicts_per_s"],
             "cache_hit_ratio": summary["cache_hit_ratio"],
             **{k: v for k, v in latency.items() if k.endswith("_ms")},
+            "short_p50_ms": short.get("p50_ms"),
+            "short_p99_ms": short.get("p99_ms"),
+            "long_p50_ms": long.get("p50_ms"),
+            "long_p99_ms": long.get("p99_ms"),
         }
         self.rows.append(row)
         self.write()
@@ -102,6 +114,7 @@ class Bench:
             "plan": self.plan.__dict__,
             "minutes": round((time.monotonic() - self.started) / 60, 1),
             "runs": self.rows,
+            **({"short_prompt_goal": self.goal} if self.goal else {}),
         }
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -111,13 +124,17 @@ def threads_for(workers: int) -> str:
     return str(max(1, (os.cpu_count() or 1) // workers))
 
 
-def run_all(bench: Bench) -> None:
+def run_all(bench: Bench, latency_only: bool = False) -> None:
     plan = bench.plan
     overload = bench.load_args(plan.overload_rate, plan.burst_s)
     saturation = bench.run("saturation, 1 worker", overload)["throughput_verdicts_per_s"]
-    for share in (0.5, 0.8):
+    for share in (0.5,) if latency_only else (0.5, 0.8):
         args = bench.load_args(share * saturation, plan.steady_s, ramp_s=5)
         bench.run(f"latency at {share:.0%} of saturation", args)
+    if latency_only:
+        bench.goal = short_prompt_goal(bench)
+        bench.write()
+        return
     for workers in plan.worker_counts:
         args = bench.load_args(plan.overload_rate, plan.burst_s, workers)
         bench.run(f"scaling, {workers} worker(s)", [*args, "--threads", threads_for(workers)])
@@ -132,12 +149,39 @@ def run_all(bench: Bench) -> None:
         bench.run(f"max_wait_ms {wait_ms}, {plan.thin_rate:g} prompts/s", args)
 
 
+def short_prompt_goal(bench: Bench) -> dict[str, Any]:
+    """Short prompts' p99 at 50% of saturation against max_wait_ms + 2 short-batch times.
+
+    A short-batch time is the median produce-to-verdict latency of one short prompt when nothing
+    else is going on: thin traffic of short prompts only, with max_wait_ms 0.
+    """
+    plan = bench.plan
+    thin = [*bench.load_args(plan.thin_rate, plan.thin_s, ramp_s=0), *UNIQUE_ONLY, "--max-wait-ms", "0"]
+    short_batch_ms = bench.run("short-batch time: one short prompt at a time", thin)["p50_ms"]
+    half = next(row for row in bench.rows if row["label"] == "latency at 50% of saturation")
+    max_wait_ms = Settings().batching.max_wait_ms
+    goal_ms = max_wait_ms + 2 * short_batch_ms
+    return {
+        "short_batch_ms": short_batch_ms,
+        "max_wait_ms": max_wait_ms,
+        "goal_short_p99_ms": round(goal_ms, 3),
+        "short_p99_ms": half["short_p99_ms"],
+        "long_p99_ms": half["long_p99_ms"],
+        "met": half["short_p99_ms"] is not None and half["short_p99_ms"] <= goal_ms,
+        "before_all_p99_ms": 1003.0,  # the 50% run of the earlier bench-load.json, one lane
+    }
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'run':45} {'verdicts/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'lost':>5} {'dup':>5}")
+    print(
+        f"\n{'run':45} {'verdicts/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'short p99':>9}"
+        f" {'long p99':>9} {'lost':>5} {'dup':>5}"
+    )
     for row in rows:
         print(
             f"{row['label']:45} {row['throughput_verdicts_per_s']:>10} {row.get('p50_ms', '-'):>8}"
-            f" {row.get('p99_ms', '-'):>8} {row['lost']:>5} {row['duplicated']:>5}"
+            f" {row.get('p99_ms', '-'):>8} {row.get('short_p99_ms') or '-':>9}"
+            f" {row.get('long_p99_ms') or '-':>9} {row['lost']:>5} {row['duplicated']:>5}"
         )
 
 
@@ -147,12 +191,17 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer knob values")
     parser.add_argument(
+        "--latency-only", action="store_true", help="saturation and 50%% of it only (about 3 minutes)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("loadtest/results/bench-load.json"), help="summary file"
     )
     args = parser.parse_args()
     bench = Bench(args.out, QUICK if args.quick else FULL)
-    run_all(bench)
+    run_all(bench, args.latency_only)
     print_table(bench.rows)
+    if bench.goal:
+        print(f"\nshort prompts at 50% of saturation: {bench.goal}")
     print(f"\nsummary: {args.out} ({bench.rows[-1]['report']} and the others beside it)")
 
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from loadtest.bench_worker import bench_model, make_texts, model_seconds, timed_run
+from loadtest.bench_run import model_seconds, timed_run
+from loadtest.bench_worker import bench_model, make_texts
 from loadtest.demo import REPO_ROOT, start_worker, wait_ready
 from loadtest.kafka_client import prompt
 from models.policies import DEFAULT_POLICY_DIR, PolicyDefinition, load_policies

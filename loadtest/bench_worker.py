@@ -1,16 +1,23 @@
-"""Throughput of one worker, end to end through the real Kafka and Redis, next to the model alone.
+"""The worker's throughput against its own ceilings: one run, one JSON file.
 
-    python -m loadtest.bench_worker [--n 3000] [--out loadtest/results/bench-worker.json]
+    python -m loadtest.bench_worker [--n 3000] [--fast-n 40000] [--out loadtest/results/bench-worker.json]
 
-Four figures from one run, so their ratios hold on a noisy machine:
-- model:   texts/s of the model alone (tokenize + score), batches of `max_batch_requests` in the
-           model calls the worker's packer makes;
-- unique:  verdicts/s of one worker on a topic pre-loaded with N distinct prompts (all misses);
-- repeats: verdicts/s on N prompts whose texts are all in the cache already;
-- naive:   verdicts/s of `loadtest.naive_worker` (one prompt, one model call, one produce) on
-           `--naive-n` distinct prompts: what guardstream's batching is worth.
-Worker throughput = verdicts after the first batch's / (time from the first verdict to the last);
-over the same interval, the share of time the worker's model was busy (from its /metrics).
+Figures from one run, so their ratios hold on a noisy machine, each on a topic loaded before the
+process that reads it starts (so the producer's speed never limits the reader):
+- passthrough: `loadtest.passthrough`, plain aiokafka consume -> orjson -> produce on the same
+  broker: the client limit, and the unit of every `*_over_passthrough` ratio;
+- faust_passthrough: `loadtest.faust_passthrough`, the same work in the worker's faust app
+  (`noack_take` batches, acks): what the consumer runtime leaves of the client limit;
+- standin:     one worker with `loadtest.standin_worker` (a model whose scoring costs nothing),
+  `--fast-n` distinct prompts, all misses, Redis on: the pipeline's own ceiling;
+- cache_hits:  one worker with the real model on `--fast-n` prompts whose scores are all in Redis;
+- model:       the real model alone (tokenize + score) in the calls the worker's packer makes;
+- worker:      one worker with the real model on `--n` distinct prompts (all misses), and the
+  share of that time its model was busy (from its /metrics);
+- naive:       `loadtest.naive_worker` (one prompt, one model call, one produce): what batching
+  is worth (`--naive-n 0` skips it).
+Rate = verdicts after the first arrival's / (first to last verdict). Each run is checked like the
+load test's ledger: every id has exactly one verdict (lost and duplicated are reported).
 Needs Kafka and Redis running (deploy/local/services.sh start).
 """
 
@@ -19,24 +26,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.demo import REPO_ROOT, start_worker, wait_ready
-from loadtest.kafka_client import Collector, prompt, publish
+from loadtest.bench_run import (
+    REPO_ROOT,
+    Process,
+    RunFigures,
+    machine_state,
+    preloaded_run,
+    spawn,
+    topic_settings,
+)
+from loadtest.kafka_client import prompt
 from models.base.packing import score_items
 from worker.admin import ensure_topics
-from worker.config import Settings, load_settings
+from worker.config import Settings
 
 SUBJECTS = (
     "the weather",
@@ -87,132 +96,83 @@ def bench_model(settings: Settings, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-@dataclass(frozen=True)
-class TimedRun:
-    """One timed run: verdicts/s, and the share of that time the worker's model was busy."""
-
-    verdicts_per_s: float
-    model_busy: float | None
+def values_of(prefix: str, texts: list[str]) -> dict[str, bytes]:
+    return {f"{prefix}{i}": prompt(f"{prefix}{i}", t) for i, t in enumerate(texts)}
 
 
-def model_seconds(settings: Settings) -> float:
-    """The worker's model time so far: `guardstream_model_latency_seconds_sum` on its /metrics."""
-    url = f"http://{settings.web.host}:{settings.web.port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith("guardstream_model_latency_seconds_sum"):
-            return float(line.split()[-1])
-    raise RuntimeError(f"no guardstream_model_latency_seconds_sum at {url}")
+class Runs:
+    """Each phase on its own topics, with the process it measures started after the load."""
 
+    def __init__(self, run_id: str, web_port: int) -> None:
+        self.run_id = run_id
+        self.web_port = web_port
+        self.figures: dict[str, RunFigures] = {}
 
-async def timed_run(
-    settings: Settings,
-    values: dict[str, bytes],
-    timeout_s: float,
-    busy_probe: Callable[[], float] | None = None,
-) -> TimedRun:
-    """Publish, then verdicts/s between the first verdicts and the last.
+    def settings(self, phase: str) -> Settings:
+        settings = topic_settings(f"bench-{self.run_id}-{phase}", self.web_port)
+        asyncio.run(ensure_topics(settings.kafka))
+        return settings
 
-    The verdicts that arrive with the first (those of the first batch) are not counted: their
-    work was done before the clock starts, and counting them would inflate a short run. With a
-    `busy_probe` (the worker's model seconds so far), the model's share of the same interval is
-    measured too: near 1.0 means the pipeline kept the model busy, whatever the machine's noise.
-    """
-    kafka = settings.kafka
-    collector = Collector(kafka.bootstrap_servers, kafka.verdicts_topic, kafka.dlq_topic)
-    await collector.start()
-    await publish(kafka.bootstrap_servers, kafka.input_topic, values.values())
-    first = last = None
-    at_first = 0
-    busy_at_first = 0.0
-    deadline = time.monotonic() + timeout_s
-    while len(collector.collected.verdicts) < len(values) and time.monotonic() < deadline:
-        before = len(collector.collected.verdicts)
-        await collector.poll(50)
-        if len(collector.collected.verdicts) > before:
-            now = time.perf_counter()
-            if first is None:
-                first, at_first = now, len(collector.collected.verdicts)
-                busy_at_first = busy_probe() if busy_probe else 0.0
-            last = now
-    await collector.stop()
-    if len(collector.collected.verdicts) < len(values) or first is None or last is None or last == first:
-        raise RuntimeError(f"only {len(collector.collected.verdicts)} of {len(values)} verdicts came back")
-    busy = (busy_probe() - busy_at_first) / (last - first) if busy_probe else None
-    return TimedRun((len(values) - at_first) / (last - first), busy)
-
-
-def bench_naive(settings: Settings, texts: list[str], run_id: str) -> float:
-    """verdicts/s of `loadtest.naive_worker` (one prompt per model call) on the same kind of prompts."""
-    kafka = settings.kafka
-    topics = {"input_topic": f"naive-{run_id}.prompts", "verdicts_topic": kafka.verdicts_topic}
-    naive_settings = load_settings({"kafka": {**topics, "dlq_topic": kafka.dlq_topic}})
-    asyncio.run(ensure_topics(naive_settings.kafka))
-    command = [sys.executable, "-m", "loadtest.naive_worker", "--bootstrap-servers", kafka.bootstrap_servers]
-    command += ["--input-topic", topics["input_topic"], "--verdicts-topic", topics["verdicts_topic"]]
-    command += ["--group-id", f"naive-{run_id}"]
-    log_path = REPO_ROOT / ".local" / "bench-naive-worker.log"
-    with log_path.open("wb") as log:
-        naive = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)  # noqa: S603
-    try:
-        assert naive.stdout is not None  # noqa: S101 (stdout=PIPE)
-        if naive.stdout.readline().strip() != b"ready":
-            raise RuntimeError(f"the naive worker did not start; see {log_path}")
-        values = {f"n{i}": prompt(f"n{i}", t) for i, t in enumerate(texts)}
-        return asyncio.run(timed_run(naive_settings, values, 600)).verdicts_per_s
-    finally:
-        naive.terminate()
-        naive.wait(60)
+    def measure(self, phase: str, values: dict[str, bytes], module: str, busy: bool = False) -> RunFigures:
+        settings = self.settings(phase)
+        print(f"{phase}: {len(values)} records through {module} ...", flush=True)
+        log_path = REPO_ROOT / ".local" / f"bench-{phase}.log"
+        figures = asyncio.run(
+            preloaded_run(settings, values, lambda: spawn(module, settings, log_path), busy)
+        )
+        print(f"  {figures.verdicts_per_s:,.0f} verdicts/s, lost {figures.lost}, dup {figures.duplicated}")
+        self.figures[phase] = figures
+        return figures
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    run_id = uuid.uuid4().hex[:6]
-    settings = load_settings(
-        {
-            "kafka": {
-                "input_topic": f"bench-{run_id}.prompts",
-                "verdicts_topic": f"bench-{run_id}.verdicts",
-                "dlq_topic": f"bench-{run_id}.dlq",
-                "group_id": f"bench-{run_id}",
-            },
-            "web": {"port": args.web_port},
-        }
-    )
-    texts = make_texts(args.n, tag=run_id)
+    runs = Runs(uuid.uuid4().hex[:6], args.web_port)
+    state_before = machine_state()
+    texts = make_texts(args.n, tag=runs.run_id)
     print(f"model alone on {args.n} texts ...", flush=True)
-    model_rate = bench_model(settings, texts)
-    worker = start_worker(settings, REPO_ROOT / ".local" / "bench-worker.log")
-    try:
-        wait_ready(settings, worker, 120)
-        print("worker, unique prompts ...", flush=True)
-        values = {f"u{i}": prompt(f"u{i}", t) for i, t in enumerate(texts)}
-        unique = asyncio.run(timed_run(settings, values, 600, lambda: model_seconds(settings)))
-        print("worker, repeated prompts ...", flush=True)
-        repeats = {f"r{i}": prompt(f"r{i}", texts[i % len(texts)]) for i in range(args.n)}
-        repeated = asyncio.run(timed_run(settings, repeats, 600)).verdicts_per_s
-    finally:
-        worker.terminate()
-        worker.wait(60)
-    print("naive per-message worker, unique prompts ...", flush=True)
-    naive = bench_naive(settings, texts[: args.naive_n], run_id)
+    model_rate = bench_model(runs.settings("model"), texts)
+    print(f"  {model_rate:,.1f} texts/s", flush=True)
+    fast = make_texts(args.fast_n, seed=1, tag=runs.run_id + "f")
+    standin = make_texts(args.fast_n, seed=2, tag=runs.run_id + "s")
+    runs.measure("passthrough", values_of("p", fast), Process.PASSTHROUGH)
+    runs.measure("faust_passthrough", values_of("f", fast), Process.FAUST_PASSTHROUGH)
+    runs.measure("standin", values_of("s", standin), Process.STANDIN)
+    runs.measure("worker", values_of("u", texts), Process.WORKER, busy=True)
+    hits = [texts[i % len(texts)] for i in range(args.fast_n)]
+    runs.measure("cache_hits", values_of("h", hits), Process.WORKER)
+    if args.naive_n:
+        runs.measure("naive", values_of("n", texts[: args.naive_n]), Process.NAIVE)
+    return report(args, runs, model_rate, state_before)
+
+
+def report(
+    args: argparse.Namespace, runs: Runs, model_rate: float, state_before: dict[str, Any]
+) -> dict[str, Any]:
+    figures = runs.figures
+    ceiling = figures["passthrough"].verdicts_per_s
+    worker = figures["worker"]
     return {
         "command": "python -m loadtest.bench_worker " + " ".join(sys.argv[1:]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine_before": state_before,
+        "machine_after": machine_state(),
         "n": args.n,
-        "max_batch_requests": settings.batching.max_batch_requests,
+        "fast_n": args.fast_n,
+        "passthrough_records_per_s": round(ceiling, 1),
+        "faust_passthrough_records_per_s": round(figures["faust_passthrough"].verdicts_per_s, 1),
+        "faust_passthrough_over_passthrough": round(figures["faust_passthrough"].verdicts_per_s / ceiling, 3),
+        "standin_verdicts_per_s": round(figures["standin"].verdicts_per_s, 1),
+        "standin_over_passthrough": round(figures["standin"].verdicts_per_s / ceiling, 3),
+        "cache_hits_verdicts_per_s": round(figures["cache_hits"].verdicts_per_s, 1),
+        "cache_hits_over_passthrough": round(figures["cache_hits"].verdicts_per_s / ceiling, 3),
         "model_texts_per_s": round(model_rate, 1),
-        "worker_unique_verdicts_per_s": round(unique.verdicts_per_s, 1),
-        "worker_unique_model_busy": round(unique.model_busy or 0.0, 3),
-        "worker_repeated_verdicts_per_s": round(repeated, 1),
-        "worker_unique_over_model": round(unique.verdicts_per_s / model_rate, 3),
-        "naive_n": args.naive_n,
-        "naive_per_message_verdicts_per_s": round(naive, 1),
-        "worker_unique_over_naive": round(unique.verdicts_per_s / naive, 2),
+        "worker_verdicts_per_s": round(worker.verdicts_per_s, 1),
+        "worker_over_model": round(worker.verdicts_per_s / model_rate, 3),
+        "worker_model_busy": round(worker.model_busy or 0.0, 3),
+        "worker_over_passthrough": round(worker.verdicts_per_s / ceiling, 4),
+        "naive_verdicts_per_s": round(figures["naive"].verdicts_per_s, 1) if "naive" in figures else None,
+        "ledger": {
+            name: {"sent": f.sent, "lost": f.lost, "duplicated": f.duplicated} for name, f in figures.items()
+        },
     }
 
 
@@ -220,9 +180,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--n", type=int, default=3000, help="prompts per run [3000]")
+    parser.add_argument("--n", type=int, default=3000, help="prompts the real model scores [3000]")
+    parser.add_argument("--fast-n", type=int, default=40000, help="records of the fast runs [40000]")
     parser.add_argument(
-        "--naive-n", type=int, default=1000, help="prompts for the naive per-message worker [1000]"
+        "--naive-n", type=int, default=1000, help="prompts of the naive worker; 0 skips [1000]"
     )
     parser.add_argument("--web-port", type=int, default=8097, help="worker health port [8097]")
     parser.add_argument(

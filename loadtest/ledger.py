@@ -62,6 +62,10 @@ class Ledger:
         self.cached_verdicts = 0
         self.verdicts = 0
         self.latency_us = HdrHistogram(*_HIST_RANGE_US, _HIST_DIGITS)
+        #: the same latencies apart for long prompts (several windows) and the rest (short)
+        self.latency_by_length_us = {
+            length: HdrHistogram(*_HIST_RANGE_US, _HIST_DIGITS) for length in ("short", "long")
+        }
         self.per_second: dict[int, SecondStats] = {}
         self.sent_per_second: Counter[int] = Counter()
         self.first_verdict_ms: float | None = None
@@ -89,6 +93,8 @@ class Ledger:
         if self.outcomes[record_id] == 1:  # latency of the first outcome only
             latency_ms = max(0.0, at_ms - sent.sent_ms)
             self.latency_us.record_value(max(1, round(latency_ms * 1000)))
+            length = "long" if sent.kind == "long" else "short"
+            self.latency_by_length_us[length].record_value(max(1, round(latency_ms * 1000)))
             bucket = self.per_second.setdefault(self._second(at_ms), SecondStats())
             bucket.verdicts += 1
             bucket.latencies_ms.append(latency_ms)
@@ -125,8 +131,9 @@ class Ledger:
     def complete(self) -> bool:
         return all(self.outcomes[rid] > 0 for rid in self.sent)
 
-    def latency_summary(self) -> dict[str, float]:
-        hist = self.latency_us
+    def latency_summary(self, hist: HdrHistogram | None = None) -> dict[str, float]:
+        """Count, percentiles, max and mean of every latency (or of those in `hist`)."""
+        hist = self.latency_us if hist is None else hist
         if not hist.get_total_count():
             return {"count": 0}
         summary: dict[str, float] = {"count": hist.get_total_count()}
@@ -181,4 +188,6 @@ class Ledger:
             "cache_hit_ratio": round(self.cached_verdicts / self.verdicts, 4) if self.verdicts else 0.0,
             "repeats_of_a_text_sent_before": sum(not s.first_use for s in repeats),
             "latency_produce_to_verdict": self.latency_summary(),
+            "latency_short_prompts": self.latency_summary(self.latency_by_length_us["short"]),
+            "latency_long_prompts": self.latency_summary(self.latency_by_length_us["long"]),
         }

@@ -60,9 +60,12 @@ def make_cache(settings: Settings) -> ScoreCache:
     return RedisScoreCache(settings.redis) if settings.redis.enabled else NullScoreCache()
 
 
-def run_worker(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 70). Does not return."""
-    builder = ServedModelBuilder(serving_options(settings))
+def run_worker(settings: Settings, builder: ServedModelBuilder | None = None) -> None:
+    """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 70). Does not return.
+
+    `builder` makes the served model (default: from the settings, as `serving_options` says).
+    """
+    builder = builder or ServedModelBuilder(serving_options(settings))
     path = settings.policies.path
     seen = registry_fingerprint(path) if path is not None else ""  # before reading it: no edit missed
     try:

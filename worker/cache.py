@@ -14,11 +14,12 @@ before it is tried again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -49,17 +50,21 @@ def cache_key(
 ) -> str:
     """The Redis key under which the scores of `normalized_text` are kept: for all the model's
     policies, or (`columns`) for a request's subset of them, in that order."""
+    digest = _key_head(info, None if columns is None else tuple(columns)).copy()
+    digest.update(normalized_text.encode("utf-8", "surrogatepass"))
+    digest.update(b"\x00")
+    return prefix + str(digest.hexdigest())
+
+
+@functools.lru_cache(maxsize=256)
+def _key_head(info: ModelInfo, columns: tuple[int, ...] | None) -> Any:
+    """The key's hash fed with everything but the text: the same for every prompt of a model and
+    policy set, so it is computed once and copied."""
     digest = hashlib.sha256()
-    for part in (
-        info.name,
-        info.version,
-        info.fingerprint,
-        policy_set_version(info, columns),
-        normalized_text,
-    ):
+    for part in (info.name, info.version, info.fingerprint, policy_set_version(info, columns)):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
-    return prefix + digest.hexdigest()
+    return digest
 
 
 class ScoreCache(Protocol):

@@ -64,6 +64,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "max_batch_tokens": ("batching", "max_batch_tokens"),
     "max_wait_ms": ("batching", "max_wait_ms"),
     "pipeline_depth": ("batching", "pipeline_depth"),
+    "long_prompt_tokens": ("batching", "long_prompt_tokens"),
     "model": ("model", "path"),
     "guardformer": ("model", "guardformer_path"),
     "policies": ("policies", "path"),
@@ -90,6 +91,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-batch-tokens", type=int, help="padded tokens per model call [8192]")
     group.add_argument("--max-wait-ms", type=int, help="longest wait for a batch to fill [20]")
     group.add_argument("--pipeline-depth", type=int, help="batches in flight at once [2]")
+    group.add_argument(
+        "--long-prompt-tokens", type=int, help="costlier prompts go to the long lane, in calls this big [512]"
+    )
     group.add_argument("--model", type=Path, help="model directory [the packaged embedder guard]")
     group.add_argument(
         "--guardformer",

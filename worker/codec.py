@@ -28,12 +28,12 @@ def decode(raw: RawRecord, known_policies: Collection[str], limits: LimitSetting
         detail = f"value is {len(value)} bytes; the limit is {limits.max_message_bytes}"
         return DeadLetter(Reason.TOO_LARGE, detail, raw)
     try:
-        value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return DeadLetter(Reason.INVALID_UTF8, f"value is not UTF-8: {exc}", raw)
-    try:
-        body = orjson.loads(value)
+        body = orjson.loads(value)  # orjson checks the UTF-8 too: one pass over the bytes
     except orjson.JSONDecodeError as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as utf8_error:
+            return DeadLetter(Reason.INVALID_UTF8, f"value is not UTF-8: {utf8_error}", raw)
         return DeadLetter(Reason.INVALID_JSON, f"value is not JSON: {exc}", raw)
     if not isinstance(body, dict):
         return DeadLetter(Reason.SCHEMA, f"value must be a JSON object, got {type(body).__name__}", raw)

@@ -105,6 +105,13 @@ class BatchingSettings(_Section):
         description="Batches in flight at once: the next is decoded, looked up and tokenized while "
         "the model scores one and another is delivered (1: one batch at a time).",
     )
+    long_prompt_tokens: int = Field(
+        512,
+        ge=16,
+        description="A prompt costing more padded tokens than this is scored in the long lane: in "
+        "model calls of at most this many tokens, each after every waiting short call, its verdict "
+        "delivered on its own, so short prompts never wait for it.",
+    )
 
 
 class LimitSettings(_Section):

@@ -22,6 +22,7 @@ from models.base.contract import Columns, Encoded, FloatArray, GuardModel
 from models.base.packing import Piece, combine, plan_pieces
 from worker import metrics
 from worker.config import BatchingSettings
+from worker.lanes import Lane, LaneThread
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,14 @@ class InferenceRunner:
         self,
         model: GuardModel,
         batching: BatchingSettings,
-        threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None,
+        threads: tuple[ThreadPoolExecutor, LaneThread] | None = None,
     ) -> None:
         self.model = model
         self._batching = batching
         if threads is None:
             threads = (
                 ThreadPoolExecutor(1, thread_name_prefix="guardstream-tokenize"),
-                ThreadPoolExecutor(1, thread_name_prefix="guardstream-model"),
+                LaneThread("guardstream-model"),
             )
         self._tokenizer_thread, self._model_thread = threads
         self._known_good: list[Encoded] | None = None
@@ -68,15 +69,18 @@ class InferenceRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_thread, self.model.encode, texts, columns)
 
-    async def score(self, items: Sequence[Encoded]) -> list[FloatArray | Exception]:
+    async def score(self, items: Sequence[Encoded], lane: Lane = Lane.SHORT) -> list[FloatArray | Exception]:
         """One result per item: its scores, or the error that stopped it from being scored alone.
 
         The calls are packed by `models.base.packing` from the model's own costs, and all handed
-        to the model thread at once, so it never waits for the event loop between them. Raises
+        to the model thread at once, so it never waits for the event loop between them; calls of
+        the long lane are cut to `long_prompt_tokens` each and wait for every short call. Raises
         `ModelFailure` when a prompt failed and the known-good prompt fails too.
         """
-        pieces, calls = await self.off_loop(self._plan, items)
-        scored = await asyncio.gather(*(self._score_with_split([pieces[i] for i in call]) for call in calls))
+        pieces, calls = await self.off_loop(self._plan, (items, lane))
+        scored = await asyncio.gather(
+            *(self._score_with_split([pieces[i] for i in call], lane) for call in calls)
+        )
         outcome: list[FloatArray | Exception | None] = [None] * len(pieces)
         for call, results in zip(calls, scored, strict=True):
             for index, result in zip(call, results, strict=True):
@@ -89,9 +93,11 @@ class InferenceRunner:
         combined = combine(len(items), len(self.model.info.policies), [p for p, _ in ok], [r for _, r in ok])
         return [failed.get(index, combined[index]) for index in range(len(items))]
 
-    def _plan(self, items: Sequence[Encoded]) -> tuple[list[Piece], list[list[int]]]:
+    def _plan(self, work: tuple[Sequence[Encoded], Lane]) -> tuple[list[Piece], list[list[int]]]:
+        items, lane = work
         batching = self._batching
-        return plan_pieces(self.model, items, batching.max_batch_tokens, batching.max_batch_requests)
+        budget = batching.max_batch_tokens if lane is Lane.SHORT else batching.long_prompt_tokens
+        return plan_pieces(self.model, items, budget, batching.max_batch_requests)
 
     async def _check_known_good(self) -> None:
         """Raise `ModelFailure` unless the model scores the known-good prompt."""
@@ -99,13 +105,13 @@ class InferenceRunner:
             text = await self.off_loop(self.model.normalize, KNOWN_GOOD_PROMPT)
             self._known_good = await self.encode([text])
         try:
-            await self._call_model(self._known_good)
+            await self._call_model(self._known_good, Lane.SHORT)
         except Exception as exc:  # any error: the model is broken, whatever the input
             raise ModelFailure(f"the model fails on a known-good prompt too: {exc!r}") from exc
 
-    async def _score_with_split(self, batch: list[Piece]) -> list[FloatArray | Exception]:
+    async def _score_with_split(self, batch: list[Piece], lane: Lane) -> list[FloatArray | Exception]:
         try:
-            scores = await self._call_model([piece.item for piece in batch])
+            scores = await self._call_model([piece.item for piece in batch], lane)
         except Exception as exc:  # the model's errors are not ours to know in advance
             if len(batch) == 1:
                 log.exception("model failed on a single prompt")
@@ -113,14 +119,13 @@ class InferenceRunner:
             log.warning("model call of %d prompts failed (%r); splitting and retrying", len(batch), exc)
             half = len(batch) // 2
             return [
-                *await self._score_with_split(batch[:half]),
-                *await self._score_with_split(batch[half:]),
+                *await self._score_with_split(batch[:half], lane),
+                *await self._score_with_split(batch[half:], lane),
             ]
         return list(scores)
 
-    async def _call_model(self, batch: list[Encoded]) -> FloatArray:
-        loop = asyncio.get_running_loop()
-        scores, seconds = await loop.run_in_executor(self._model_thread, self._timed_score, batch)
+    async def _call_model(self, batch: list[Encoded], lane: Lane) -> FloatArray:
+        scores, seconds = await self._model_thread.run(lane, self._timed_score, batch)
         metrics.MODEL_LATENCY.observe(seconds)
         metrics.MODEL_BATCH_SIZE.observe(len(batch))
         expected = (len(batch), len(self.model.info.policies))
@@ -136,4 +141,4 @@ class InferenceRunner:
 
     def close(self) -> None:
         self._tokenizer_thread.shutdown(wait=True)
-        self._model_thread.shutdown(wait=True)
+        self._model_thread.shutdown()

@@ -83,6 +83,18 @@ POLICY_REGISTRY_INFO = Gauge(
 )
 
 
+_ALLOWED = VERDICTS.labels(verdict="allow")
+_BLOCKED = VERDICTS.labels(verdict="block")
+
+
+def count_verdicts(allowed: int, blocked: int) -> None:
+    """Count a batch's delivered verdicts (two counter updates, not one per verdict)."""
+    if allowed:
+        _ALLOWED.inc(allowed)
+    if blocked:
+        _BLOCKED.inc(blocked)
+
+
 def render() -> bytes:
     """The metrics in the Prometheus text format."""
     return generate_latest(REGISTRY)

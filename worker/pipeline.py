@@ -4,22 +4,30 @@ records -> decode (requests | dead letters) -> cache lookup (one round trip) -> 
 misses -> cache write -> verdicts (`process`), then the sink, which waits for delivery
 (`deliver`). The agent (`worker.agent`) acks the batch's input offsets only after `deliver`
 returns, so a crash anywhere before re-reads the batch.
+
+Misses costing over `long_prompt_tokens` are not scored with the batch: `process` hands them
+back as `LongWork`, which `finish_long` scores in the model's long lane (its own calls, after
+every waiting short call) once the rest of the batch is on its way, so a short prompt's verdict
+never waits for a long neighbour's.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from models.base.contract import GuardModel, ModelInfo
+from models.base.contract import Encoded, FloatArray, GuardModel, ModelInfo
+from models.base.packing import split_by_cost
 from worker import codec, metrics
 from worker.cache import ScoreCache, Scores, cache_key
 from worker.config import Settings
 from worker.inference import InferenceRunner
+from worker.lanes import Lane
 from worker.schema import DeadLetter, RawRecord, Reason, Request, Verdict
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,8 @@ class Sink(Protocol):
 class BatchResult:
     verdicts: list[Verdict] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
+    #: the batch's long prompts, still to score (`Pipeline.finish_long`); None: none
+    long: LongWork | None = None
 
 
 @dataclass(slots=True)
@@ -54,14 +64,39 @@ class Served:
 
     model: GuardModel
     runner: InferenceRunner
+    info: ModelInfo
+    policy_ids: tuple[str, ...]
+    thresholds: dict[str, float]
+    versions: dict[str, str]
+    model_ref: dict[str, str]
+
+    @classmethod
+    def of(cls, model: GuardModel, runner: InferenceRunner) -> Served:
+        info = model.info
+        return cls(
+            model,
+            runner,
+            info,
+            info.policy_ids,
+            thresholds={p.id: p.threshold for p in info.policies},
+            versions={p.id: p.version for p in info.policies},
+            model_ref={"name": info.name, "version": info.version},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LongWork:
+    """A batch's long prompts, encoded, grouped by cache key: scored after the batch is delivered."""
+
+    served: Served
+    groups: list[list[_Pending]]
+    encoded: list[Encoded]
+    started: float
 
     @property
-    def info(self) -> ModelInfo:
-        return self.model.info
-
-    @property
-    def policy_ids(self) -> tuple[str, ...]:
-        return self.model.info.policy_ids
+    def sources(self) -> list[RawRecord]:
+        """The records whose verdicts this work owes."""
+        return [item.request.source for group in self.groups for item in group]
 
 
 class Pipeline:
@@ -75,7 +110,7 @@ class Pipeline:
         self._settings = settings
         self._cache = cache
         self._sink = sink
-        self._served = Served(model, InferenceRunner(model, settings.batching))
+        self._served = Served.of(model, InferenceRunner(model, settings.batching))
 
     @property
     def model(self) -> GuardModel:
@@ -84,7 +119,7 @@ class Pipeline:
 
     def switch(self, model: GuardModel) -> None:
         """Score the batches taken from now on with `model`; those in hand finish with theirs."""
-        self._served = Served(model, self._served.runner.with_model(model))
+        self._served = Served.of(model, self._served.runner.with_model(model))
 
     async def deliver(self, result: BatchResult, started: float) -> None:
         """Hand the batch's verdicts and dead letters to the sink; returns once they are delivered."""
@@ -93,7 +128,7 @@ class Pipeline:
         metrics.BATCH_LATENCY.observe(time.perf_counter() - started)
 
     async def process(self, records: Sequence[RawRecord], started: float | None = None) -> BatchResult:
-        """Everything but delivery."""
+        """Everything but delivery, and but scoring the long prompts (`result.long`, if any)."""
         started = time.perf_counter() if started is None else started
         metrics.RECORDS_IN.inc(len(records))
         metrics.BATCH_SIZE.observe(len(records))
@@ -105,12 +140,36 @@ class Pipeline:
             position = {id(record): index for index, record in enumerate(records)}
             result.letters = sorted([*result.letters, *letters], key=lambda d: position[id(d.source)])
         await self._lookup(served, pending)
-        await self._score_misses(served, pending, result)
+        result.long = await self._score_misses(served, pending, result, started)
+        await self._finish(served, pending, result, started)
+        return result
+
+    async def finish_long(self, work: LongWork) -> BatchResult:
+        """Score a batch's long prompts in the long lane: their verdicts and dead letters."""
+        result = BatchResult()
+        scored = await work.served.runner.score(work.encoded, Lane.LONG)
+        self._apply(work.served, work.groups, scored, result)
+        await self._finish(work.served, [p for group in work.groups for p in group], result, work.started)
+        return result
+
+    async def process_all(self, records: Sequence[RawRecord]) -> BatchResult:
+        """`process` and `finish_long` in one: every verdict and dead letter of the records."""
+        result = await self.process(records)
+        if result.long is not None:
+            rest = await self.finish_long(result.long)
+            result.verdicts += rest.verdicts
+            result.letters += rest.letters
+            result.long = None
+        return result
+
+    async def _finish(
+        self, served: Served, pending: list[_Pending], result: BatchResult, started: float
+    ) -> None:
+        """Cache the new scores and build the verdicts of the scored items."""
         await self._cache.put_many(
             [(p.key, p.scores) for p in pending if p.scores is not None and not p.cached]
         )
-        result.verdicts = [self._verdict(served, p, started) for p in pending if p.scores is not None]
-        return result
+        result.verdicts += [self._verdict(served, p, started) for p in pending if p.scores is not None]
 
     def _decode(self, served: Served, records: Sequence[RawRecord], result: BatchResult) -> list[Request]:
         """The valid requests of the batch; the other records become dead letters."""
@@ -151,17 +210,36 @@ class Pipeline:
         metrics.CACHE_HITS.inc(hits)
         metrics.CACHE_MISSES.inc(len(pending) - hits)
 
-    async def _score_misses(self, served: Served, pending: list[_Pending], result: BatchResult) -> None:
+    async def _score_misses(
+        self, served: Served, pending: list[_Pending], result: BatchResult, started: float
+    ) -> LongWork | None:
+        """Score the short misses now; the long ones come back as work for the long lane."""
         by_key: dict[str, list[_Pending]] = {}
         for item in pending:
             if item.scores is None:
                 by_key.setdefault(item.key, []).append(item)
         if not by_key:
-            return
+            return None
         groups = list(by_key.values())
         runner = served.runner
         encoded = await runner.encode([g[0].text for g in groups], [g[0].columns for g in groups])
-        scored = await runner.score(encoded)
+        cost = served.model.cost
+        short, long = split_by_cost([cost(e) for e in encoded], self._settings.batching.long_prompt_tokens)
+        if short:
+            short_groups = [groups[i] for i in short]
+            self._apply(served, short_groups, await runner.score([encoded[i] for i in short]), result)
+        if not long:
+            return None
+        return LongWork(served, [groups[i] for i in long], [encoded[i] for i in long], started)
+
+    def _apply(
+        self,
+        served: Served,
+        groups: Sequence[list[_Pending]],
+        scored: Sequence[FloatArray | Exception],
+        result: BatchResult,
+    ) -> None:
+        """Each group's scores (or a dead letter per item when the model could not score it)."""
         for group, outcome in zip(groups, scored, strict=True):
             for item in group:
                 if isinstance(outcome, Exception):
@@ -176,19 +254,20 @@ class Pipeline:
     def _verdict(self, served: Served, item: _Pending, started: float) -> Verdict:
         assert item.scores is not None  # noqa: S101 - filtered by the caller
         request = item.request
-        info = served.info
-        wanted = request.policies or info.policy_ids
-        all_scores = dict(zip(_scored_ids(info.policy_ids, item), item.scores, strict=True))
-        policies = {p.id: p for p in info.policies}
+        policy_ids = served.policy_ids
+        wanted = request.policies or policy_ids
+        all_scores = dict(zip(_scored_ids(policy_ids, item), item.scores, strict=True))
+        thresholds = served.thresholds
         scores = {pid: round(all_scores[pid], 6) for pid in wanted}
-        flagged = [pid for pid in wanted if all_scores[pid] >= policies[pid].threshold]
+        flagged = [pid for pid in wanted if all_scores[pid] >= thresholds[pid]]
+        versions = served.versions
         return Verdict(
             id=request.id,
             verdict="block" if flagged else "allow",
             scores=scores,
             flagged=flagged,
-            policy_versions={pid: policies[pid].version for pid in wanted},
-            model={"name": info.name, "version": info.version},
+            policy_versions=versions if wanted is policy_ids else {pid: versions[pid] for pid in wanted},
+            model=served.model_ref,
             cached=item.cached,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             metadata=request.metadata,
@@ -197,12 +276,16 @@ class Pipeline:
 
     def _count_delivered(self, result: BatchResult) -> None:
         now_ms = time.time() * 1000
+        blocked = 0
+        observe = metrics.END_TO_END_LATENCY.observe
         for verdict in result.verdicts:
-            metrics.VERDICTS.labels(verdict=verdict.verdict).inc()
+            blocked += verdict.verdict == "block"
             if verdict.source.timestamp_ms:
-                metrics.END_TO_END_LATENCY.observe(max(0.0, now_ms - verdict.source.timestamp_ms) / 1000)
-        for letter in result.letters:
-            metrics.DEAD_LETTERS.labels(reason=letter.reason.value).inc()
+                observe(max(0.0, now_ms - verdict.source.timestamp_ms) / 1000)
+        metrics.count_verdicts(len(result.verdicts) - blocked, blocked)
+        if result.letters:
+            for reason, n in Counter(letter.reason.value for letter in result.letters).items():
+                metrics.DEAD_LETTERS.labels(reason=reason).inc(n)
 
     def close(self) -> None:
         self._served.runner.close()

@@ -78,7 +78,7 @@ def run_score(settings: Settings, args: argparse.Namespace) -> int:
     pipeline = Pipeline(no_cache, model, NullScoreCache(), _NoSink())
     records = [_record(index, text) for index, text in enumerate(texts, start=1)]
     try:
-        result = asyncio.run(pipeline.process(records))
+        result = asyncio.run(pipeline.process_all(records))
     finally:
         pipeline.close()
     _print(result, texts, args.json)

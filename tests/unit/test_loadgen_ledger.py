@@ -72,3 +72,18 @@ def test_percentile_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50 and percentile(values, 99) == 99 and percentile(values, 100) == 100
     assert percentile([], 50) == 0.0
+
+
+def test_long_prompts_latency_is_reported_apart_from_the_short_ones() -> None:
+    ledger = Ledger(start_ms=START)
+    ledger.record_sent("s", START, "unique", None)
+    ledger.record_sent("r", START, "repeat", None)
+    ledger.record_sent("l", START, "long", None)
+    ledger.record_verdict("s", cached=False, at_ms=START + 10)
+    ledger.record_verdict("r", cached=True, at_ms=START + 20)
+    ledger.record_verdict("l", cached=False, at_ms=START + 900)
+    summary = ledger.summary()
+    assert summary["latency_short_prompts"]["count"] == 2
+    assert summary["latency_short_prompts"]["max_ms"] == pytest.approx(20, rel=0.002)
+    assert summary["latency_long_prompts"]["count"] == 1
+    assert summary["latency_long_prompts"]["p99_ms"] == pytest.approx(900, rel=0.002)

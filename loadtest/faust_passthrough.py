@@ -1,0 +1,63 @@
+"""The consumer runtime's own limit: the worker's faust app, doing nothing but pass records on.
+
+    python -m loadtest.faust_passthrough      # settings from GUARDSTREAM_* variables, as the worker
+
+The same faust app as the worker (`worker.app.build_app`: raw topics, `noack_take` batches of
+`max_batch_requests` within `max_wait_ms`), and per batch what `loadtest.passthrough` does:
+orjson decode, encode, one burst of sends, one wait for the acks, then the acks. Set beside the
+plain aiokafka passthrough, it shows what faust's per-event machinery costs on its own; only
+`loadtest.bench_worker` runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+import orjson
+
+from worker.app import build_app
+from worker.config import Settings, load_settings
+
+
+def passthrough_agent(app: faust.App, settings: Settings) -> Any:
+    """The agent body: each batch decoded, re-encoded, produced, acked once delivered."""
+    batching = settings.batching
+    verdicts = settings.kafka.verdicts_topic
+
+    async def run(stream: Any) -> None:
+        within = batching.max_wait_ms / 1000 or 0.001
+        async for events in stream.noack_take(batching.max_batch_requests, within=within):
+            futures = []
+            for event in events:
+                body = orjson.loads(event.message.value or b"{}")
+                out = orjson.dumps({"id": body.get("id"), "verdict": "allow", "scores": {}, "cached": False})
+                futures.append(await app.producer.send(verdicts, event.message.key, out, None, None, None))
+            await asyncio.gather(*futures)
+            for event in events:
+                await stream.ack(event)
+
+    return run
+
+
+def main() -> None:
+    settings = load_settings({})
+    logging.basicConfig(level=settings.log_level)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app = build_app(settings)
+    source = app.topic(
+        settings.kafka.input_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+    )
+    app.agent(source, name="guardstream.passthrough")(passthrough_agent(app, settings))
+    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
