@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     best: dict[str, float] = {}
     for policy in chosen:
         rows = [i for i, p in enumerate(pairs) if p.policy == policy.id]
-        y = np.asarray([pairs[i].label for i in rows])
+        y = np.asarray([pairs[i].violation for i in rows])
         if len(set(y.tolist())) < 2:
             print(f"{policy.id}: validation lacks one class; left raw", flush=True)
             continue

@@ -75,7 +75,7 @@ def quality(
     report: dict[str, Any] = {}
     for policy in starter:
         pairs = pairs_by_policy[policy.id]
-        y = np.asarray([p.label for p in pairs], dtype=np.int64)
+        y = np.asarray([p.violation for p in pairs], dtype=np.int64)
         texts = [p.text for p in pairs]
         entry: dict[str, Any] = {"pairs": len(pairs), "positives": int(y.sum())}
         if len(set(y.tolist())) < 2:

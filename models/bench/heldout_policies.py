@@ -11,7 +11,8 @@ compared, and the *test* policies, which are only reported. None of their rows w
 first, then other prompts; `make_pairs`): F1, precision, recall and false-positive rate at the
 policy's threshold, AUPRC and the best F1 over thresholds. Then the false-positive rate of the
 policy on a pool of benign test prompts of every source (no policy and no harm known of them),
-at the same threshold. Scores come from ONNX Runtime, as the worker computes them, with no
+at the same threshold (not for a scope policy: text of other sources is off its topic, a violation).
+Scores come from ONNX Runtime, as the worker computes them, with no
 calibration (a held-out policy has none).
 """
 
@@ -70,11 +71,16 @@ def measure_policy(
     model: GuardFormerGuard, policy: PolicyDefinition, prompts: Sequence[Prompt], benign: list[str]
 ) -> dict[str, Any] | None:
     pairs = make_pairs(prompts, [policy.id], "test", 300, 2.0, seed=1)
-    y = np.asarray([p.label for p in pairs], dtype=np.int64)
+    y = np.asarray([p.violation for p in pairs], dtype=np.int64)
     if len(set(y.tolist())) < 2:
         return None
     guard = model.with_policies(PolicySet((policy,)))
-    result = policy_metrics(y, score_texts(guard, [p.text for p in pairs])[:, 0], policy.threshold)
+    result: dict[str, Any] = dict(
+        policy_metrics(y, score_texts(guard, [p.text for p in pairs])[:, 0], policy.threshold)
+    )
+    if policy.is_scope:  # benign text of other sources is off topic: a violation, not a false alarm
+        result["benign_fpr"] = None
+        return result
     benign_scores = score_texts(guard, benign)[:, 0]
     result["benign_fpr"] = float(np.mean(benign_scores >= policy.threshold))
     result["benign_prompts"] = len(benign)
@@ -90,10 +96,19 @@ def summary(report: dict[str, dict[str, Any]], model: str) -> dict[str, Any]:
                 "policies": len(rows),
                 "mean_f1": round(float(np.mean([r["f1"] for r in rows])), 4),
                 "mean_fpr": round(float(np.mean([r["fpr"] for r in rows])), 4),
-                "mean_benign_fpr": round(float(np.mean([r["benign_fpr"] for r in rows])), 4),
+                "mean_benign_fpr": _mean_of_known([r["benign_fpr"] for r in rows]),
                 "mean_auprc": round(float(np.mean([r["auprc"] for r in rows])), 4),
             }
     return out
+
+
+def _mean_of_known(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(float(np.mean(known)), 4) if known else None
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def markdown_table(report: dict[str, Any], model: str) -> str:
@@ -110,12 +125,13 @@ def markdown_table(report: dict[str, Any], model: str) -> str:
         lines.append(
             f"| {pid} | {entry['group']} | {r['n_positive']} / {r['n_negative']} | {r['f1']:.3f} | "
             f"{r['precision']:.3f} | {r['recall']:.3f} | {r['fpr']:.3f} | {r['auprc']:.3f} | "
-            f"{r['benign_fpr']:.3f} |"
+            f"{_figure(r['benign_fpr'])} |"
         )
     for group, figures in report["summary"][model].items():
         lines.append(
             f"| **mean, {group}** | | {figures['policies']} policies | {figures['mean_f1']:.3f} | | | "
-            f"{figures['mean_fpr']:.3f} | {figures['mean_auprc']:.3f} | {figures['mean_benign_fpr']:.3f} |"
+            f"{figures['mean_fpr']:.3f} | {figures['mean_auprc']:.3f} | "
+            f"{_figure(figures['mean_benign_fpr'])} |"
         )
     return "\n".join(lines)
 
@@ -140,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report[pid][model_dir.name] = result
             print(
                 f"{pid} [{group}] {model_dir.name}: F1 {result['f1']:.3f} FPR {result['fpr']:.3f} "
-                f"benign FPR {result['benign_fpr']:.3f} AUPRC {result['auprc']:.3f}",
+                f"benign FPR {_figure(result['benign_fpr'])} AUPRC {result['auprc']:.3f}",
                 flush=True,
             )
     return {

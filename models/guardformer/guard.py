@@ -77,6 +77,8 @@ class GuardFormerGuard:
         policy_infos = tuple(Policy(p.id, p.version, p.threshold, p.fingerprint) for p in enabled)
         #: per policy, the calibration shift in logit space (0: scored raw)
         self.shifts = shifts_for(policy_infos, config.calibration)
+        #: columns of scope policies: the model says "on topic", the violation is the opposite
+        self.scope_columns = np.asarray([i for i, p in enumerate(enabled) if p.is_scope], dtype=np.int64)
         scored_by = fingerprint(
             source_fingerprint, config.max_length, config.max_policy_tokens, self.shifts.tolist()
         )
@@ -164,6 +166,8 @@ class GuardFormerGuard:
     def score(self, batch: Sequence[Encoded]) -> FloatArray:
         """[len(batch), n_policies]: per prompt and asked policy, the maximum over the prompt's windows,
         calibrated (`models.guardformer.calibration`) for the policies the model was measured on.
+        A scope policy's score is one minus the model's match (a prompt that matches none of its
+        windows is off topic), before calibration: calibration moves violation scores.
 
         Only the (prompt, policy) pairs an item asks for (`Encoded.columns`, default all) are
         run; the others stay NaN.
@@ -183,6 +187,7 @@ class GuardFormerGuard:
         offsets = np.cumsum([0, *counts[:-1]])
         where = np.asarray(pairs)
         out[where[:, 0], where[:, 1]] = np.maximum.reduceat(scores, offsets)
+        out[:, self.scope_columns] = 1.0 - out[:, self.scope_columns]
         return apply_shifts(out, self.shifts)
 
     def _asked(self, item: Encoded) -> Sequence[int]:

@@ -25,7 +25,10 @@ DEFAULT_POLICY_DIR = Path(__file__).parent / "starter"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MAX_DESCRIPTION_CHARS = 2000
 REQUIRED_FIELDS = ("id", "version", "name", "description", "threshold")
-KNOWN_FIELDS = (*REQUIRED_FIELDS, "allowed", "disallowed", "examples", "enabled")
+KNOWN_FIELDS = (*REQUIRED_FIELDS, "allowed", "disallowed", "examples", "enabled", "kind")
+#: `restrict`: the description says what is forbidden. `scope`: it says what is allowed, and
+#: everything else violates the policy ("only questions about our plans and bills").
+POLICY_KINDS = ("restrict", "scope")
 EXAMPLE_KINDS = ("safe", "unsafe")
 _SUFFIXES = (".yaml", ".yml")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -56,6 +59,12 @@ class PolicyDefinition:
     threshold: float
     enabled: bool = True
     source: str = ""
+    kind: str = "restrict"
+
+    @property
+    def is_scope(self) -> bool:
+        """A scope policy is violated by what falls outside its description."""
+        return self.kind == "scope"
 
     @property
     def fingerprint(self) -> str:
@@ -70,6 +79,7 @@ class PolicyDefinition:
                 "version": self.version,
                 "name": self.name,
                 "description": self.description,
+                **({"kind": self.kind} if self.is_scope else {}),
                 "allowed": list(self.allowed),
                 "disallowed": list(self.disallowed),
                 "safe_examples": list(self.safe_examples),
@@ -295,6 +305,13 @@ class _Fields:
             raise self.error(f"threshold must be a number between 0 and 1 (exclusive), got {value}")
         return float(value)
 
+    def kind(self) -> str:
+        """The optional kind, one of `POLICY_KINDS` (default `restrict`)."""
+        value = self.raw.get("kind", POLICY_KINDS[0])
+        if value not in POLICY_KINDS:
+            raise self.error(f"kind must be one of {', '.join(POLICY_KINDS)}, got {value!r}")
+        return str(value)
+
     def flag(self, field: str, default: bool) -> bool:
         """An optional boolean field."""
         value = self.raw.get(field, default)
@@ -352,6 +369,7 @@ def _build_policy(raw: Any, path: Path, index: int) -> PolicyDefinition:
         threshold=fields.threshold(),
         enabled=fields.flag("enabled", default=True),
         source=str(path),
+        kind=fields.kind(),
     )
 
 

@@ -1,18 +1,22 @@
 """(policy, prompt, label) pairs for GuardFormer, from the shared datasets and hand-written rows.
 
 Every prompt keeps the split the embedder guard gives it (`models.train.data`), so both guards
-are measured on the same test prompts. A prompt's label for a policy is:
+are measured on the same test prompts. The model learns whether a prompt *matches* a policy's
+words; for a restriction that is a violation, for a scope policy (`kind: scope`, "only questions
+about our flights") it is the opposite, and the served guard turns the match into a violation
+score (`models.guardformer.guard`). A prompt's label for a policy is:
 
-- 1 when the prompt belongs to that policy: `unsafe_content` / `prompt_injection` from the
+- 1 when the prompt matches that policy: `unsafe_content` / `prompt_injection` from the
   embedder's targets; the narrower policies from the row's dataset category (a forbidden-question
   category, a StrongREJECT or JailbreakBench category, a ToxiGen hateful statement) or from a
-  hand-written row of `policy_examples.jsonl`;
+  hand-written row of `policy_examples.jsonl`; for a scope policy, a row written as complying
+  with it (on topic);
 - 0 when it is known not to: the embedder's 0 targets, ToxiGen's neutral statements, hand-written
   look-alikes, and prompts that belong to an unrelated policy (a question asking for financial
   advice is not a prompt injection). Related policies (fraud and economic harm, tax and
-  financial advice, ...; `policy_relations.yaml`) never lend each other negatives. A scope
-  policy ("only questions about our flights") is violated by any off-topic prompt: only the
-  rows written for it label it;
+  financial advice, ...; `policy_relations.yaml`) never lend each other negatives. For a scope
+  policy: its off-topic rows, and every prompt of the other sources that no related policy
+  claims (off topic for a bank's assistant);
 - unknown otherwise (the pair is not made).
 """
 
@@ -115,22 +119,25 @@ TOPIC_POLICIES = frozenset(
 
 @dataclass(frozen=True)
 class PolicyRelations:
-    """Which policies overlap (`related` groups) and which are scope policies (`RELATIONS_FILE`)."""
+    """Which policies overlap (`related` groups of `RELATIONS_FILE`) and which are scope policies
+    (`kind: scope` in their definitions)."""
 
     related: tuple[frozenset[str], ...]
     scope: frozenset[str]
 
     @classmethod
-    def load(cls, path: Path = RELATIONS_FILE) -> PolicyRelations:
+    def load(
+        cls, path: Path = RELATIONS_FILE, policy_paths: Sequence[Path] = TRAINING_POLICY_FILES
+    ) -> PolicyRelations:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         return cls(
             related=tuple(frozenset(map(str, group)) for group in raw.get("related") or ()),
-            scope=frozenset(map(str, raw.get("scope") or ())),
+            scope=frozenset(p.id for p in all_policies(policy_paths).values() if p.is_scope),
         )
 
     def related_to(self, policy: str) -> frozenset[str]:
         """`policy`, every policy that shares a group with it, and the scope policies (an
-        off-topic prompt may violate any policy)."""
+        off-topic row may violate any policy)."""
         return self.scope.union({policy}, *(group for group in self.related if policy in group))
 
 
@@ -141,10 +148,18 @@ def relations() -> PolicyRelations:
 
 @dataclass(frozen=True, slots=True)
 class Pair:
+    """A (policy, prompt) pair; `label` is what the model learns: whether the prompt matches."""
+
     policy: str
     text: str
     label: int
     split: str
+    scope: bool = False
+
+    @property
+    def violation(self) -> int:
+        """1 when the prompt violates the policy: what served scores are measured against."""
+        return 1 - self.label if self.scope else self.label
 
 
 @dataclass
@@ -159,10 +174,10 @@ class Prompt:
     benign: bool = False  # hand-written look-alike or benign row: negative for every policy
 
     def label(self, policy: str) -> int:
+        if policy in relations().scope:
+            return self._scope_match(policy)
         if policy in self.policies:
             return 1
-        if policy in relations().scope:  # off-topic is a violation: only its own rows say
-            return 0 if policy in self.negatives else UNKNOWN
         if policy in TARGET_POLICIES:
             target = self.targets[TARGET_POLICIES.index(policy)]
             return (
@@ -171,6 +186,15 @@ class Prompt:
         if policy in self.negatives or self.benign:
             return 0
         return self._implied(policy)
+
+    def _scope_match(self, policy: str) -> int:
+        """1 on topic (a row complying with the scope), 0 off topic: its violating rows, and any
+        prompt that belongs to no policy related to the scope."""
+        if policy in self.negatives:
+            return 1
+        if policy in self.policies:
+            return 0
+        return UNKNOWN if self.policies & relations().related_to(policy) else 0
 
     def _implied(self, policy: str) -> int:
         """0 when the prompt belongs only to policies unrelated to `policy`, else unknown."""
@@ -213,7 +237,7 @@ def add_handwritten(prompts: dict[str, Prompt], path: Path = HANDWRITTEN_POLICY_
     """Rows `{"text", "policy", "label", "split"}`: a label for one policy.
 
     A row labelled 0 is a harmless look-alike: a negative of its policy and of every other one
-    (scope policies excepted, see `Prompt.label`).
+    (for a scope policy, a row labelled 0 is on topic: see `Prompt.label`).
     """
     with path.open(encoding="utf-8") as stream:
         for number, line in enumerate(stream, 1):
@@ -289,11 +313,14 @@ def make_pairs(
     max_positives: int,
     negatives_per_positive: float,
     seed: int,
+    hard_share: float = 1.0,
 ) -> list[Pair]:
     """Balanced pairs of one split: up to `max_positives` positives per policy, and negatives.
 
-    The negatives of a policy are its explicit ones first (look-alikes, neutral statements, the
-    other topic policies' questions), then a random draw from the rest.
+    The negatives of a policy are drawn from its explicit ones (look-alikes, neutral statements,
+    the other topic policies' questions; a scope policy's off-topic rows) for `hard_share` of
+    them, and from the rest (prompts known unrelated) for the others; either side fills in when
+    the other runs short.
     """
     rng = random.Random(seed)  # noqa: S311 - sampling, not security
     pairs: list[Pair] = []
@@ -302,27 +329,43 @@ def make_pairs(
         positives, explicit, other = _partition(in_split, policy)
         rng.shuffle(positives)
         positives = positives[:max_positives]
-        wanted = round(len(positives) * negatives_per_positive)
         rng.shuffle(explicit)
         rng.shuffle(other)
-        negatives = (explicit + other)[:wanted] if positives else []
-        pairs += [Pair(policy, p.text, 1, split) for p in positives]
-        pairs += [Pair(policy, p.text, 0, split) for p in negatives]
+        wanted = round(len(positives) * negatives_per_positive) if positives else 0
+        negatives = _mix(explicit, other, wanted, hard_share)
+        scope = policy in relations().scope
+        pairs += [Pair(policy, p.text, 1, split, scope) for p in positives]
+        pairs += [Pair(policy, p.text, 0, split, scope) for p in negatives]
     rng.shuffle(pairs)
     return pairs
+
+
+def _mix(hard: list[Prompt], other: list[Prompt], wanted: int, hard_share: float) -> list[Prompt]:
+    """`wanted` prompts, `hard_share` of them from `hard` when there are enough, the rest from `other`."""
+    n_hard = min(len(hard), round(wanted * hard_share))
+    n_other = min(len(other), wanted - n_hard)
+    n_hard = min(len(hard), wanted - n_other)
+    return hard[:n_hard] + other[:n_other]
 
 
 def _partition(prompts: Sequence[Prompt], policy: str) -> tuple[list[Prompt], list[Prompt], list[Prompt]]:
     positives: list[Prompt] = []
     explicit: list[Prompt] = []
     other: list[Prompt] = []
+    scope = policy in relations().scope
     for prompt in prompts:
         label = prompt.label(policy)
         if label == 1:
             positives.append(prompt)
         elif label == 0:
             hard = (
-                policy in prompt.negatives or prompt.benign or (prompt.policies and policy in TOPIC_POLICIES)
+                (policy in prompt.policies)
+                if scope
+                else (
+                    policy in prompt.negatives
+                    or prompt.benign
+                    or (prompt.policies and policy in TOPIC_POLICIES)
+                )
             )
             (explicit if hard else other).append(prompt)
     return positives, explicit, other

@@ -81,6 +81,7 @@ class TrainSettings:
     max_policy_tokens: int = 96
     max_positives: int = 600
     negatives_per_positive: float = 2.0
+    hard_negative_share: float = 0.5  # of a policy's negatives, the share drawn from its look-alikes
     mode: str = "full"  # "full" (FFT) or "head" (CFT)
     seed: int = 0
     max_steps: int | None = None
@@ -253,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-policy-tokens", type=int, default=d.max_policy_tokens)
     parser.add_argument("--max-positives", type=int, default=d.max_positives, help="per policy")
     parser.add_argument("--negatives-per-positive", type=float, default=d.negatives_per_positive)
+    parser.add_argument(
+        "--hard-negative-share",
+        type=float,
+        default=d.hard_negative_share,
+        help="share of each policy's negatives taken from its look-alikes, the rest from unrelated "
+        f"prompts [{d.hard_negative_share}]",
+    )
     w = LossWeights()
     parser.add_argument("--lambda-mlm", type=float, default=w.mlm, help=f"λ1, masked LM [{w.mlm}]")
     parser.add_argument("--lambda-alice", type=float, default=w.alice, help=f"λ2, ALICE++ [{w.alice}]")
@@ -289,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
         head_learning_rate=args.head_learning_rate, max_length=args.max_length,
         max_policy_tokens=args.max_policy_tokens, max_positives=args.max_positives,
         negatives_per_positive=args.negatives_per_positive, mode=args.mode, seed=args.seed,
+        hard_negative_share=args.hard_negative_share,
         max_steps=args.max_steps, auxiliary_every=args.auxiliary_every,
         eval_max_positives=args.eval_max_positives, policy_variants=args.policy_variants,
     )  # fmt: skip
@@ -324,7 +333,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.only_policy:
         hold_out([*train_prompts, *eval_prompts], args.holdout_policies)
     per_policy, ratio = settings.max_positives, settings.negatives_per_positive
-    train_pairs = make_pairs(train_prompts, train_ids, "train", per_policy, ratio, settings.seed)
+    train_pairs = make_pairs(
+        train_prompts, train_ids, "train", per_policy, ratio, settings.seed, settings.hard_negative_share
+    )
     if not any(pair.label for pair in train_pairs):
         print(f"guardstream train: no training positives for {', '.join(train_ids)}", file=sys.stderr)
         return 2

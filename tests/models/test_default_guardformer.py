@@ -70,3 +70,21 @@ def test_greetings_are_flagged_by_no_policy_of_the_registry(served: GuardModel) 
     assert not (scores >= thresholds).any(), dict(
         zip(served.info.policy_ids, scores.max(axis=0), strict=True)
     )
+
+
+def test_a_scope_policy_scores_one_minus_the_topic_match(tmp_path: Path, onnx_cache_dir: Path) -> None:
+    """Marked `kind: scope`, the same words flag what falls outside them, score for score."""
+    from models.guardformer.guard import GuardFormerGuard
+    from models.policies import PolicySet, load_policies
+
+    topic = "id: pizza_shop\nversion: 1\nname: Pizza shop orders\ndescription: Our pizzas and delivery.\n"
+    (tmp_path / "topic.yaml").write_text(topic + "threshold: 0.5\n", encoding="utf-8")
+    (tmp_path / "scope.yaml").write_text(topic + "threshold: 0.5\nkind: scope\n", encoding="utf-8")
+    (restrict,), (scope,) = (load_policies(tmp_path / name) for name in ("topic.yaml", "scope.yaml"))
+    guard = GuardFormerGuard.load(
+        DEFAULT_GUARDFORMER_DIR, PolicySet((restrict,)), device="cpu", cache_dir=onnx_cache_dir
+    )
+    texts = ["Can I get a large margherita delivered by 8?", "What is the capital of Portugal?"]
+    match = guard.score(guard.encode(texts))[:, 0]
+    off_topic = guard.with_policies(PolicySet((scope,))).score(guard.encode(texts))[:, 0]
+    np.testing.assert_allclose(off_topic, 1.0 - match, atol=1e-6)

@@ -22,12 +22,35 @@ def test_score_lists_only_the_flags_it_uses(capsys: pytest.CaptureFixture[str]) 
     assert "--bootstrap-servers" not in shown and "--redis-url" not in shown
 
 
-def test_a_setup_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    """The starter registry names policies the embedder guard cannot score, and no GuardFormer."""
+def test_a_setup_error_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the packaged GuardFormer, the starter registry names policies no model scores."""
+    monkeypatch.setattr("models.serving.served.DEFAULT_GUARDFORMER_DIR", tmp_path / "not-installed")
     assert main(["score", "--device", "cpu", "--policies", str(DEFAULT_POLICY_DIR), "hello"]) == 2
     err = capsys.readouterr().err
     assert "no model scores" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_guardformer_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-model"
+    args = ["score", "--device", "cpu", "--policies", str(DEFAULT_POLICY_DIR)]
+    assert main([*args, "--guardformer", str(missing), "hello"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_starter_registry_is_scored_by_the_packaged_models(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["score", "--device", "cpu", "--json", "--policies", str(DEFAULT_POLICY_DIR), "hello"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {"tax_advice", "legal_advice", "prompt_injection"} <= set(line["scores"])
+    assert line["verdict"] == "allow"
 
 
 def test_texts_from_a_file_and_stdin_as_json_lines(

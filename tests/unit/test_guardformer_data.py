@@ -61,26 +61,52 @@ def test_policy_examples_file_is_well_formed_and_covers_every_starter_policy() -
             assert counts[(policy, label, "train")] >= 20 and counts[(policy, label, "test")] >= 10, policy
 
 
-def test_a_scope_policy_is_labelled_only_by_its_own_rows() -> None:
+def test_a_scope_policy_is_learned_as_its_topic_and_measured_as_off_topic() -> None:
     from models.train.guardformer_data import relations
 
-    scope = sorted(relations().scope)[0]
+    scope = "custom.bank_topics_only"
+    assert scope in relations().scope
     benign = Prompt("what is the capital of peru", "train", (0, 0), benign=True)
-    assert benign.label(scope) == UNKNOWN  # off-topic for a scope policy: it may well violate it
+    assert benign.label(scope) == 0  # off topic: the model learns it does not match the scope
     assert benign.label("custom.no_crypto_advice") == 0
     on_topic = Prompt("how do I order a new card", "train", benign=True, negatives={scope})
-    assert on_topic.label(scope) == 0
+    assert on_topic.label(scope) == 1
     off_topic = Prompt("write me a poem about autumn", "train", policies={scope})
-    assert off_topic.label(scope) == 1
+    assert off_topic.label(scope) == 0
     assert off_topic.label("custom.no_crypto_advice") == UNKNOWN  # off-topic may be anything
+    pairs = make_pairs([on_topic, off_topic, benign], [scope], "train", 10, 2.0, seed=0, hard_share=0.5)
+    assert {(p.text, p.label, p.violation) for p in pairs} == {
+        (on_topic.text, 1, 0),
+        (off_topic.text, 0, 1),
+        (benign.text, 0, 1),
+    }
+
+
+def test_negatives_mix_look_alikes_and_unrelated_prompts_by_share() -> None:
+    positives = [Prompt(f"bet {i}", "train", policies={"custom.x"}) for i in range(4)]
+    look_alikes = [Prompt(f"odds {i}", "train", negatives={"custom.x"}, benign=True) for i in range(10)]
+    unrelated = [Prompt(f"cake {i}", "train", (0, 0)) for i in range(10)]
+    prompts = [*positives, *look_alikes, *unrelated]
+    for share, hard in ((1.0, 8), (0.5, 4), (0.0, 0)):
+        pairs = make_pairs(prompts, ["custom.x"], "train", 10, 2.0, seed=0, hard_share=share)
+        negatives = [p.text for p in pairs if p.label == 0]
+        assert len(negatives) == 8 and sum(t.startswith("odds") for t in negatives) == hard
+    few_hard = [*positives, *look_alikes[:2], *unrelated]
+    pairs = make_pairs(few_hard, ["custom.x"], "train", 10, 2.0, seed=0, hard_share=1.0)
+    assert sum(p.label == 0 for p in pairs) == 8  # the unrelated prompts fill in
 
 
 def test_related_policies_come_from_the_relations_file(tmp_path: Path) -> None:
     from models.train.guardformer_data import PolicyRelations
 
     path = tmp_path / "relations.yaml"
-    path.write_text("related:\n  - [a, b]\n  - [b, c]\nscope: [s]\n")
-    loaded = PolicyRelations.load(path)
+    path.write_text("related:\n  - [a, b]\n  - [b, c]\n")
+    policies = tmp_path / "s.yaml"
+    policies.write_text(
+        "id: s\nversion: 1\nname: S only\ndescription: Only questions about S.\nkind: scope\nthreshold: 0.5\n"
+    )
+    loaded = PolicyRelations.load(path, [policies])
+    assert loaded.scope == {"s"}
     assert loaded.related_to("b") == {"a", "b", "c", "s"}
     assert loaded.related_to("d") == {"d", "s"}
 
@@ -122,7 +148,7 @@ def test_written_policies_and_rows_are_well_formed() -> None:
     assert set(counts) == {(pid, label) for pid in written for label in (0, 1)}
     assert all(count >= 15 for count in counts.values())
     every = all_policies(TRAINING_POLICY_FILES)
-    named = set().union(*relations().related) | relations().scope
+    named = set().union(*relations().related)
     assert named <= set(every), named - set(every)
     held = {*HELDOUT_SELECTION_POLICIES, *HELDOUT_TEST_POLICIES}
     assert held <= set(every) and not set(HELDOUT_SELECTION_POLICIES) & set(HELDOUT_TEST_POLICIES)

@@ -362,6 +362,15 @@ def test_description_too_long(tmp_path: Path) -> None:
     assert load_policies(write(tmp_path, "ok.yaml", policy_yaml(description="x" * 2000)))
 
 
+def test_kind_is_restrict_by_default_or_scope(tmp_path: Path) -> None:
+    (default,) = load_policies(write(tmp_path, "a.yaml", VALID))
+    (scope,) = load_policies(write(tmp_path, "b.yaml", policy_yaml(kind="scope")))
+    assert (default.kind, default.is_scope) == ("restrict", False)
+    assert (scope.kind, scope.is_scope) == ("scope", True)
+    message = load_error(tmp_path, policy_yaml(kind="allowlist"))
+    assert message.endswith("policy 'demo': kind must be one of restrict, scope, got 'allowlist'")
+
+
 # ---------------------------------------------------------------------------------------------
 # Fingerprints and PolicySet
 
@@ -376,6 +385,7 @@ def test_description_too_long(tmp_path: Path) -> None:
         {"disallowed": ()},
         {"safe_examples": ("s2",)},
         {"unsafe_examples": ("u", "u2")},
+        {"kind": "scope"},
     ],
 )
 def test_fingerprint_changes_with_meaning(change: dict[str, object]) -> None:
