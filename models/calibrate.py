@@ -2,11 +2,18 @@
 
     python -m models.calibrate MODEL_DIR --data-dir ../shared/data
     python -m models.calibrate MODEL_DIR --rows synthetic.jsonl --policy-files my-policy.yaml
+    python -m models.calibrate MODEL_DIR --data-dir ../shared/data --unseen
 
 Scores the validation pairs of each policy the model was trained on (its config's
 `trained_policies`, or `--only`) through ONNX Runtime as the worker does, finds each policy's
 best-F1 threshold and writes the shifts into the directory's config.json (see
 `models.guardformer.calibration`). `guardstream train --model guardformer` does this itself.
+
+`--unseen` chooses instead the one shift applied to every policy the model has no entry for (a
+user's own policy): the shift that maximizes the mean F1, at each policy's threshold, of the
+*selection* policies the model's training held out (its `train.json`; rows of the test split,
+none trained on). The held-out *test* policies are never read, so
+`python -m models.bench.heldout_policies` measures the shift on them out of sample.
 """
 
 from __future__ import annotations
@@ -20,14 +27,17 @@ import numpy as np
 
 from models.base.directory import CONFIG_FILE
 from models.base.packing import score_items
-from models.guardformer.calibration import calibration_entries
+from models.guardformer.calibration import UNSEEN, apply_shifts, calibration_entries, unseen_entry
 from models.guardformer.config import GuardFormerConfig
 from models.guardformer.guard import GuardFormerGuard
 from models.policies import PolicyError, PolicySet
 from models.train.guardformer_data import (
+    HELDOUT_SELECTION_POLICIES,
     TRAINING_POLICY_FILES,
     Pair,
     all_policies,
+    held_out_policies,
+    hold_out,
     load_prompts,
     load_rows,
     make_pairs,
@@ -63,6 +73,53 @@ def chosen_threshold(y: np.ndarray, scores: np.ndarray, max_fpr: float | None) -
     return best
 
 
+#: The logit shifts `--unseen` tries.
+UNSEEN_SHIFTS = np.round(np.arange(-4.0, 4.01, 0.25), 2)
+
+
+def mean_f1_by_shift(
+    y: np.ndarray, scores: np.ndarray, groups: list[np.ndarray], thresholds: list[float]
+) -> np.ndarray:
+    """Per shift of `UNSEEN_SHIFTS`, the mean over `groups` (row indices of one policy) of F1."""
+    out = np.zeros(len(UNSEEN_SHIFTS))
+    for k, shift in enumerate(UNSEEN_SHIFTS):
+        moved = apply_shifts(scores[:, None].astype(np.float32), np.asarray([shift], dtype=np.float32))[:, 0]
+        out[k] = np.mean(
+            [binary_metrics(y[g], moved[g], t)["f1"] for g, t in zip(groups, thresholds, strict=True)]
+        )
+    return out
+
+
+def calibrate_unseen(model_dir: Path, data_dir: Path) -> int:
+    """Choose and write the shift for unseen policies on the held-out selection policies."""
+    held = held_out_policies(model_dir)
+    selection = [pid for pid in held if pid in HELDOUT_SELECTION_POLICIES]
+    if not selection:
+        raise ValueError(f"{model_dir}: its training held out none of the selection policies")
+    definitions = all_policies(TRAINING_POLICY_FILES)
+    chosen = PolicySet(tuple(definitions[pid] for pid in selection))
+    prompts = load_prompts(data_dir)
+    hold_out(prompts, held)
+    pairs = [pair for pid in selection for pair in make_pairs(prompts, [pid], "test", 300, 2.0, seed=1)]
+    scores = pair_scores(GuardFormerGuard.load(model_dir, chosen, device="cpu"), pairs)
+    y = np.asarray([p.violation for p in pairs])
+    groups = [np.asarray([i for i, p in enumerate(pairs) if p.policy == pid]) for pid in selection]
+    by_shift = mean_f1_by_shift(y, scores, groups, [p.threshold for p in chosen])
+    best = int(np.argmax(by_shift - 1e-6 * np.abs(UNSEEN_SHIFTS)))  # ties: the smallest shift
+    raw = float(by_shift[list(UNSEEN_SHIFTS).index(0.0)])
+    for shift, f1 in zip(UNSEEN_SHIFTS, by_shift, strict=True):
+        print(
+            f"shift {shift:+.2f}: mean F1 {f1:.3f}" + ("  <- chosen" if shift == UNSEEN_SHIFTS[best] else "")
+        )
+    entry = unseen_entry(float(UNSEEN_SHIFTS[best]), selection, (raw, float(by_shift[best])))
+    write_calibration(model_dir, {UNSEEN: entry})
+    print(
+        f"unseen policies: shift {entry['shift']:+.2f}, mean F1 of {len(selection)} selection policies "
+        f"{raw:.3f} -> {entry['mean_f1_shifted']:.3f}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m models.calibrate",
@@ -80,7 +137,21 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="the best-F1 threshold among those whose validation false-positive rate is at most this",
     )
+    parser.add_argument(
+        "--unseen",
+        action="store_true",
+        help="choose the shift for policies the model has no entry for, on its held-out selection policies",
+    )
     args = parser.parse_args(argv)
+    if args.unseen:
+        if args.data_dir is None:
+            print("calibrate: --unseen needs --data-dir", file=sys.stderr)
+            return 2
+        try:
+            return calibrate_unseen(args.model_dir, args.data_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"calibrate: {exc}", file=sys.stderr)
+            return 2
     if (args.data_dir is None) == (args.rows is None):
         print("calibrate: give --data-dir or --rows", file=sys.stderr)
         return 2

@@ -57,7 +57,7 @@ def policy_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[
     return {**at, "f1_at_best_threshold": metrics.binary_metrics(y, scores, best)["f1"]}
 
 
-def held_out_policies(model_dir: Path) -> set[str]:
+def untrained_starter_policies(model_dir: Path) -> set[str]:
     record = model_dir / "train.json"
     if not record.is_file():
         return set()
@@ -86,7 +86,7 @@ def quality(
             guard = GuardFormerGuard.load(model_dir, PolicySet((policy,)), device="cpu", cache_dir=cache)
             scores = score_texts(guard, texts)[:, 0]
             result = policy_metrics(y, scores, policy.threshold)
-            result["zero_shot"] = policy.id in held_out_policies(model_dir)
+            result["zero_shot"] = policy.id in untrained_starter_policies(model_dir)
             entry[model_dir.name] = result
         if policy.id in embedder.info.policy_ids:
             column = embedder.info.policy_ids.index(policy.id)

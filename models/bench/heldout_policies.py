@@ -12,8 +12,9 @@ first, then other prompts; `make_pairs`): F1, precision, recall and false-positi
 policy's threshold, AUPRC and the best F1 over thresholds. Then the false-positive rate of the
 policy on a pool of benign test prompts of every source (no policy and no harm known of them),
 at the same threshold (not for a scope policy: text of other sources is off its topic, a violation).
-Scores come from ONNX Runtime, as the worker computes them, with no
-calibration (a held-out policy has none).
+Scores come from ONNX Runtime, as the worker computes them: with the model's shift for unseen
+policies when it has one (`python -m models.calibrate --unseen`, chosen on the selection
+policies only), and the same figures without it (`*_raw`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from models.bench.guardformer import policy_metrics, score_texts
+from models.guardformer.calibration import apply_shifts
 from models.guardformer.guard import GuardFormerGuard
 from models.policies import PolicyDefinition, PolicySet
 from models.train.guardformer_data import (
@@ -37,23 +39,13 @@ from models.train.guardformer_data import (
     TRAINING_POLICY_FILES,
     Prompt,
     all_policies,
+    held_out_policies,
     hold_out,
     load_prompts,
     make_pairs,
 )
 
 GROUPS = {"selection": HELDOUT_SELECTION_POLICIES, "test": HELDOUT_TEST_POLICIES}
-
-
-def held_out_of(model_dir: Path) -> list[str]:
-    """The policies a directory's training left out, as its `train.json` records them."""
-    record = model_dir / "train.json"
-    if not record.is_file():
-        raise FileNotFoundError(f"{record} is missing: cannot tell which policies were held out")
-    held = json.loads(record.read_text(encoding="utf-8")).get("held_out_policies")
-    if not held:
-        raise ValueError(f"{record} names no held-out policies")
-    return [str(pid) for pid in held]
 
 
 def benign_pool(prompts: Sequence[Prompt], size: int, seed: int = 1) -> list[str]:
@@ -75,14 +67,17 @@ def measure_policy(
     if len(set(y.tolist())) < 2:
         return None
     guard = model.with_policies(PolicySet((policy,)))
-    result: dict[str, Any] = dict(
-        policy_metrics(y, score_texts(guard, [p.text for p in pairs])[:, 0], policy.threshold)
-    )
+    unshift = -guard.shifts
+    scores = score_texts(guard, [p.text for p in pairs])
+    result: dict[str, Any] = dict(policy_metrics(y, scores[:, 0], policy.threshold))
+    result["shift"] = float(-unshift[0])
+    result["f1_raw"] = policy_metrics(y, apply_shifts(scores, unshift)[:, 0], policy.threshold)["f1"]
     if policy.is_scope:  # benign text of other sources is off topic: a violation, not a false alarm
-        result["benign_fpr"] = None
+        result["benign_fpr"] = result["benign_fpr_raw"] = None
         return result
-    benign_scores = score_texts(guard, benign)[:, 0]
-    result["benign_fpr"] = float(np.mean(benign_scores >= policy.threshold))
+    benign_scores = score_texts(guard, benign)
+    result["benign_fpr"] = float(np.mean(benign_scores[:, 0] >= policy.threshold))
+    result["benign_fpr_raw"] = float(np.mean(apply_shifts(benign_scores, unshift)[:, 0] >= policy.threshold))
     result["benign_prompts"] = len(benign)
     return result
 
@@ -97,6 +92,8 @@ def summary(report: dict[str, dict[str, Any]], model: str) -> dict[str, Any]:
                 "mean_f1": round(float(np.mean([r["f1"] for r in rows])), 4),
                 "mean_fpr": round(float(np.mean([r["fpr"] for r in rows])), 4),
                 "mean_benign_fpr": _mean_of_known([r["benign_fpr"] for r in rows]),
+                "mean_f1_raw": round(float(np.mean([r["f1_raw"] for r in rows])), 4),
+                "mean_benign_fpr_raw": _mean_of_known([r["benign_fpr_raw"] for r in rows]),
                 "mean_auprc": round(float(np.mean([r["auprc"] for r in rows])), 4),
             }
     return out
@@ -137,7 +134,7 @@ def markdown_table(report: dict[str, Any], model: str) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    held = held_out_of(args.models[0])
+    held = held_out_policies(args.models[0])
     definitions = all_policies(TRAINING_POLICY_FILES)
     prompts = load_prompts(args.data_dir)
     hold_out(prompts, held)

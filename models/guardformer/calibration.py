@@ -9,8 +9,11 @@ lands on the policy's own threshold:
 
 The order of the scores is unchanged (AUPRC too); only where the threshold cuts moves. A shift
 applies only while the policy's words are the ones it was measured with (same fingerprint): a
-reworded or new policy is scored raw. `config.json` keeps the shifts under "calibration":
-`{policy_id: {"fingerprint", "best_threshold", "policy_threshold", "shift"}}`.
+reworded or new policy gets the shift for unseen policies when the directory has one (key
+`UNSEEN`: one shift chosen on policies held out of training, `python -m models.calibrate
+--unseen`, so that it holds out of sample), else it is scored raw. `config.json` keeps the
+shifts under "calibration": `{policy_id: {"fingerprint", "best_threshold", "policy_threshold",
+"shift"}, "*": {"shift", "chosen_on", ...}}`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from models.policies import PolicyDefinition
 #: Best thresholds are clipped into this range: a handful of validation prompts must not turn
 #: into an extreme shift.
 THRESHOLD_RANGE = (0.02, 0.98)
+#: The calibration key of the shift for every policy without a valid entry of its own.
+UNSEEN = "*"
 _EPS = 1e-7
 
 
@@ -54,9 +59,23 @@ def calibration_entries(
     return entries
 
 
+def unseen_entry(shift: float, chosen_on: Sequence[str], mean_f1: tuple[float, float]) -> dict[str, Any]:
+    """The entry for unseen policies: a logit shift, the held-out policies it was chosen on and
+    their mean F1 before and after it."""
+    return {
+        "shift": round(float(shift), 6),
+        "chosen_on": list(chosen_on),
+        "mean_f1_raw": round(mean_f1[0], 4),
+        "mean_f1_shifted": round(mean_f1[1], 4),
+    }
+
+
 def shifts_for(policies: Sequence[Policy], calibration: Mapping[str, Any]) -> FloatArray:
-    """Per column of `policies`, its shift (0 where the policy is not calibrated or was reworded)."""
-    shifts = np.zeros(len(policies), dtype=np.float32)
+    """Per column of `policies`, its shift: its own while its words are unchanged, else the shift
+    for unseen policies (0 when the directory has none)."""
+    unseen = calibration.get(UNSEEN)
+    default = float(unseen["shift"]) if isinstance(unseen, Mapping) else 0.0
+    shifts = np.full(len(policies), default, dtype=np.float32)
     for column, policy in enumerate(policies):
         entry = calibration.get(policy.id)
         if isinstance(entry, Mapping) and entry.get("fingerprint") == policy.fingerprint:

@@ -6,8 +6,8 @@
     max_policy_tokens  ids of the policy's words at most
     encoder, head      a trained directory: {"path", "sha256"} of its encoder, the head file
     onnx, tokenizer    an exported one: precision -> {"file", "sha256"}, the tokenizer file
-    calibration        per policy id: {"fingerprint", "best_threshold", "policy_threshold", "shift"}
-                       (`models.guardformer.calibration`)
+    calibration        per policy id: {"fingerprint", "best_threshold", "policy_threshold", "shift"},
+                       and "*": the shift for unseen policies (`models.guardformer.calibration`)
     trained_policies   [{"id", "version", "fingerprint"}]: the policies it was trained on
     merge              how a merged model was made (`guardstream merge`)
 

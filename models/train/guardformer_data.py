@@ -296,6 +296,17 @@ def hold_out(prompts: Iterable[Prompt], policy_ids: Iterable[str]) -> None:
             prompt.split = "test"
 
 
+def held_out_policies(model_dir: Path) -> list[str]:
+    """The policies a trained directory's training left out, as its `train.json` records them."""
+    record = model_dir / "train.json"
+    if not record.is_file():
+        raise FileNotFoundError(f"{record} is missing: cannot tell which policies were held out")
+    held = json.loads(record.read_text(encoding="utf-8")).get("held_out_policies")
+    if not held:
+        raise ValueError(f"{record} names no held-out policies")
+    return [str(pid) for pid in held]
+
+
 def load_rows(paths: Iterable[Path]) -> list[Prompt]:
     """The prompts of rows files only (`guardstream synth` output, hand-written rows)."""
     prompts: dict[str, Prompt] = {}

@@ -21,6 +21,7 @@ import torch
 from models.base.directory import CONFIG_FILE
 from models.base.mlp_head import MlpHead
 from models.base.windows import pad_windows
+from models.guardformer.calibration import UNSEEN
 from models.guardformer.config import ENCODER_SUBDIR, HEAD_FILE, GuardFormerConfig
 from models.guardformer.instruction import InstructionTokenizer
 from models.policies import PolicyDefinition
@@ -153,8 +154,11 @@ def evaluate_pairs(
 
 
 def write_calibration(out: Path, entries: dict[str, dict[str, Any]]) -> None:
-    """Record per-policy calibration shifts in the model directory's config.json."""
+    """Record calibration shifts in the model directory's config.json: per-policy entries replace
+    the old ones; the shift for unseen policies is kept unless `entries` brings one."""
     config_file = out / CONFIG_FILE
-    GuardFormerConfig.load(config_file).with_calibration(entries).save(config_file)
-    shifts = {pid: (e["best_threshold"], round(e["shift"], 3)) for pid, e in entries.items()}
-    log.info("calibration (best validation threshold, logit shift): %s", shifts)
+    config = GuardFormerConfig.load(config_file)
+    kept = {key: entry for key, entry in config.calibration.items() if key == UNSEEN}
+    config.with_calibration({**kept, **entries}).save(config_file)
+    shifts = {pid: (e.get("best_threshold"), round(e["shift"], 3)) for pid, e in entries.items()}
+    log.info("calibration (best threshold, logit shift): %s", shifts)

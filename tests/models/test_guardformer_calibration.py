@@ -16,9 +16,11 @@ from models.base.contract import Policy
 from models.calibrate import chosen_threshold
 from models.guardformer.calibration import (
     THRESHOLD_RANGE,
+    UNSEEN,
     apply_shifts,
     calibration_entries,
     shifts_for,
+    unseen_entry,
 )
 from models.guardformer.guard import GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicySet, load_policies
@@ -78,6 +80,31 @@ def test_a_reworded_policy_is_scored_raw(starter: PolicySet) -> None:
     assert shifts_for(infos(PolicySet((legal,))), entries).tolist() != [0.0]
 
 
+def test_policies_without_an_entry_of_their_own_take_the_unseen_shift(starter: PolicySet) -> None:
+    legal, tax = starter.get("legal_advice"), starter.get("tax_advice")
+    assert legal is not None and tax is not None
+    entries = {
+        **calibration_entries([legal], {"legal_advice": 0.2}),
+        UNSEEN: unseen_entry(1.5, ["x"], (0.5, 0.6)),
+    }
+    reworded = dataclasses.replace(legal, description=legal.description + " Also wills.")
+    own = entries["legal_advice"]["shift"]
+    np.testing.assert_allclose(shifts_for(infos(PolicySet((legal, tax))), entries), [own, 1.5], rtol=1e-6)
+    assert shifts_for(infos(PolicySet((reworded,))), entries).tolist() == [1.5]
+
+
+def test_a_per_policy_calibration_keeps_the_unseen_shift(tiny_guardformer_dir: Path, tmp_path: Path) -> None:
+    from models.guardformer.config import GuardFormerConfig
+    from models.train.guardformer_io import write_calibration
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_guardformer_dir, model_dir)
+    write_calibration(model_dir, {UNSEEN: unseen_entry(-0.75, ["custom.a"], (0.4, 0.5))})
+    write_calibration(model_dir, {"tax_advice": {"fingerprint": "f", "best_threshold": 0.3, "shift": 0.8}})
+    calibration = GuardFormerConfig.load(model_dir / "config.json").calibration
+    assert set(calibration) == {UNSEEN, "tax_advice"} and calibration[UNSEEN]["shift"] == -0.75
+
+
 def test_the_served_guard_applies_its_calibration(
     tiny_guardformer_dir: Path, starter: PolicySet, tmp_path: Path
 ) -> None:
@@ -104,3 +131,15 @@ def test_a_false_positive_bound_picks_a_stricter_threshold() -> None:
     scores = np.array([0.9, 0.4, 0.3, 0.35, 0.2, 0.1, 0.05])
     assert chosen_threshold(y, scores, None) == pytest.approx(0.3)  # F1 0.857, one false positive
     assert chosen_threshold(y, scores, 0.0) == pytest.approx(0.4)  # no false positive allowed
+
+
+def test_the_unseen_shift_search_finds_where_the_policies_are_cut_best() -> None:
+    from models.calibrate import UNSEEN_SHIFTS, mean_f1_by_shift
+
+    y = np.array([1, 1, 0, 0, 1, 0])
+    scores = np.array([0.3, 0.35, 0.1, 0.05, 0.4, 0.12])  # every positive below 0.5, above every negative
+    groups = [np.array([0, 1, 2, 3]), np.array([4, 5])]
+    by_shift = mean_f1_by_shift(y, scores, groups, [0.5, 0.5])
+    assert by_shift[list(UNSEEN_SHIFTS).index(0.0)] == 0.0
+    best = UNSEEN_SHIFTS[int(np.argmax(by_shift))]
+    assert best > 0 and by_shift.max() == 1.0
