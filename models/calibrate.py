@@ -12,7 +12,8 @@ best-F1 threshold and writes the shifts into the directory's config.json (see
 `--unseen` chooses instead the one shift applied to every policy the model has no entry for (a
 user's own policy): the shift that maximizes the mean F1, at each policy's threshold, of the
 *selection* policies the model's training held out (its `train.json`; rows of the test split,
-none trained on). The held-out *test* policies are never read, so
+none trained on), among the shifts whose false alarms on 1,000 benign *validation* prompts stay
+within `--max-benign-fpr` (3%) on average. The held-out *test* policies are never read, so
 `python -m models.bench.heldout_policies` measures the shift on them out of sample.
 """
 
@@ -36,6 +37,7 @@ from models.train.guardformer_data import (
     TRAINING_POLICY_FILES,
     Pair,
     all_policies,
+    benign_pool,
     held_out_policies,
     hold_out,
     load_prompts,
@@ -73,6 +75,8 @@ def chosen_threshold(y: np.ndarray, scores: np.ndarray, max_fpr: float | None) -
     return best
 
 
+#: Benign validation prompts `--unseen` counts false alarms on.
+BENIGN_PROMPTS = 1000
 #: The logit shifts `--unseen` tries.
 UNSEEN_SHIFTS = np.round(np.arange(-4.0, 4.01, 0.25), 2)
 
@@ -83,14 +87,40 @@ def mean_f1_by_shift(
     """Per shift of `UNSEEN_SHIFTS`, the mean over `groups` (row indices of one policy) of F1."""
     out = np.zeros(len(UNSEEN_SHIFTS))
     for k, shift in enumerate(UNSEEN_SHIFTS):
-        moved = apply_shifts(scores[:, None].astype(np.float32), np.asarray([shift], dtype=np.float32))[:, 0]
+        moved = _shifted(scores, shift)
         out[k] = np.mean(
             [binary_metrics(y[g], moved[g], t)["f1"] for g, t in zip(groups, thresholds, strict=True)]
         )
     return out
 
 
-def calibrate_unseen(model_dir: Path, data_dir: Path) -> int:
+def mean_flagged_by_shift(benign: list[np.ndarray], thresholds: list[float]) -> np.ndarray:
+    """Per shift of `UNSEEN_SHIFTS`, the mean over policies of the share of benign scores flagged."""
+    if not benign:
+        return np.zeros(len(UNSEEN_SHIFTS))
+    return np.asarray(
+        [
+            np.mean([np.mean(_shifted(s, shift) >= t) for s, t in zip(benign, thresholds, strict=True)])
+            for shift in UNSEEN_SHIFTS
+        ]
+    )
+
+
+def pick_shift(f1: np.ndarray, benign_fpr: np.ndarray, max_benign_fpr: float) -> int:
+    """The best mean F1 among the shifts within the benign bound (ties: the smallest shift); the
+    fewest false alarms when none is within it."""
+    within = benign_fpr <= max_benign_fpr
+    if not within.any():
+        return int(np.argmin(benign_fpr))
+    return int(np.argmax(np.where(within, f1, -1.0) - 1e-6 * np.abs(UNSEEN_SHIFTS)))
+
+
+def _shifted(scores: np.ndarray, shift: float) -> np.ndarray:
+    moved = apply_shifts(scores[:, None].astype(np.float32), np.asarray([shift], dtype=np.float32))
+    return np.asarray(moved[:, 0])
+
+
+def calibrate_unseen(model_dir: Path, data_dir: Path, max_benign_fpr: float) -> int:
     """Choose and write the shift for unseen policies on the held-out selection policies."""
     held = held_out_policies(model_dir)
     selection = [pid for pid in held if pid in HELDOUT_SELECTION_POLICIES]
@@ -100,22 +130,34 @@ def calibrate_unseen(model_dir: Path, data_dir: Path) -> int:
     chosen = PolicySet(tuple(definitions[pid] for pid in selection))
     prompts = load_prompts(data_dir)
     hold_out(prompts, held)
+    guard = GuardFormerGuard.load(model_dir, chosen, device="cpu")
     pairs = [pair for pid in selection for pair in make_pairs(prompts, [pid], "test", 300, 2.0, seed=1)]
-    scores = pair_scores(GuardFormerGuard.load(model_dir, chosen, device="cpu"), pairs)
+    scores = pair_scores(guard, pairs)
     y = np.asarray([p.violation for p in pairs])
     groups = [np.asarray([i for i, p in enumerate(pairs) if p.policy == pid]) for pid in selection]
-    by_shift = mean_f1_by_shift(y, scores, groups, [p.threshold for p in chosen])
-    best = int(np.argmax(by_shift - 1e-6 * np.abs(UNSEEN_SHIFTS)))  # ties: the smallest shift
-    raw = float(by_shift[list(UNSEEN_SHIFTS).index(0.0)])
-    for shift, f1 in zip(UNSEEN_SHIFTS, by_shift, strict=True):
-        print(
-            f"shift {shift:+.2f}: mean F1 {f1:.3f}" + ("  <- chosen" if shift == UNSEEN_SHIFTS[best] else "")
-        )
-    entry = unseen_entry(float(UNSEEN_SHIFTS[best]), selection, (raw, float(by_shift[best])))
+    f1 = mean_f1_by_shift(y, scores, groups, [p.threshold for p in chosen])
+    restrictions = [p for p in chosen if not p.is_scope]  # benign text is off a scope's topic
+    benign = benign_pool(prompts, BENIGN_PROMPTS, split="validation")
+    flagged = pair_scores(guard, [Pair(p.id, text, 0, "validation") for p in restrictions for text in benign])
+    per_policy = np.split(flagged, len(restrictions)) if restrictions else []
+    benign_fpr = mean_flagged_by_shift(per_policy, [p.threshold for p in restrictions])
+    best, raw = pick_shift(f1, benign_fpr, max_benign_fpr), list(UNSEEN_SHIFTS).index(0.0)
+    for k, shift in enumerate(UNSEEN_SHIFTS):
+        mark = "  <- chosen" if k == best else ""
+        print(f"shift {shift:+.2f}: mean F1 {f1[k]:.3f}, mean benign FPR {benign_fpr[k]:.3f}{mark}")
+    figures = {
+        "mean_f1_raw": float(f1[raw]),
+        "mean_f1_shifted": float(f1[best]),
+        "mean_benign_fpr_raw": float(benign_fpr[raw]),
+        "mean_benign_fpr_shifted": float(benign_fpr[best]),
+        "max_benign_fpr": max_benign_fpr,
+        "benign_prompts": len(benign),
+    }
+    entry = unseen_entry(float(UNSEEN_SHIFTS[best]), selection, figures)
     write_calibration(model_dir, {UNSEEN: entry})
     print(
-        f"unseen policies: shift {entry['shift']:+.2f}, mean F1 of {len(selection)} selection policies "
-        f"{raw:.3f} -> {entry['mean_f1_shifted']:.3f}"
+        f"unseen policies: shift {entry['shift']:+.2f}; on {len(selection)} selection policies mean F1 "
+        f"{f1[raw]:.3f} -> {f1[best]:.3f}, mean benign FPR {benign_fpr[raw]:.3f} -> {benign_fpr[best]:.3f}"
     )
     return 0
 
@@ -142,13 +184,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="choose the shift for policies the model has no entry for, on its held-out selection policies",
     )
+    parser.add_argument(
+        "--max-benign-fpr",
+        type=float,
+        default=0.03,
+        help="--unseen: the best mean F1 among the shifts that flag at most this share of benign "
+        "validation prompts, on average over the policies [0.03]",
+    )
     args = parser.parse_args(argv)
     if args.unseen:
         if args.data_dir is None:
             print("calibrate: --unseen needs --data-dir", file=sys.stderr)
             return 2
         try:
-            return calibrate_unseen(args.model_dir, args.data_dir)
+            return calibrate_unseen(args.model_dir, args.data_dir, args.max_benign_fpr)
         except (OSError, ValueError, KeyError) as exc:
             print(f"calibrate: {exc}", file=sys.stderr)
             return 2

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from models.train.guardformer_data import (
     TRAINING_POLICY_FILES,
     Prompt,
     all_policies,
+    benign_pool,
     held_out_policies,
     hold_out,
     load_prompts,
@@ -46,17 +46,6 @@ from models.train.guardformer_data import (
 )
 
 GROUPS = {"selection": HELDOUT_SELECTION_POLICIES, "test": HELDOUT_TEST_POLICIES}
-
-
-def benign_pool(prompts: Sequence[Prompt], size: int, seed: int = 1) -> list[str]:
-    """Test prompts known harmless for every policy: look-alikes and prompts with no harm or policy."""
-    pool = sorted(
-        p.text
-        for p in prompts
-        if p.split == "test" and not p.policies and (p.benign or tuple(p.targets) == (0, 0))
-    )
-    random.Random(seed).shuffle(pool)  # noqa: S311 - sampling, not security
-    return pool[:size]
 
 
 def measure_policy(
@@ -138,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     definitions = all_policies(TRAINING_POLICY_FILES)
     prompts = load_prompts(args.data_dir)
     hold_out(prompts, held)
-    benign = benign_pool(prompts, args.benign)
+    benign = benign_pool(prompts, args.benign, split="test")
     first = PolicySet((definitions[held[0]],))
     models = {m: GuardFormerGuard.load(m, first, device="cpu", cache_dir=args.cache_dir) for m in args.models}
     report: dict[str, dict[str, Any]] = {}

@@ -59,15 +59,11 @@ def calibration_entries(
     return entries
 
 
-def unseen_entry(shift: float, chosen_on: Sequence[str], mean_f1: tuple[float, float]) -> dict[str, Any]:
+def unseen_entry(shift: float, chosen_on: Sequence[str], figures: Mapping[str, float]) -> dict[str, Any]:
     """The entry for unseen policies: a logit shift, the held-out policies it was chosen on and
-    their mean F1 before and after it."""
-    return {
-        "shift": round(float(shift), 6),
-        "chosen_on": list(chosen_on),
-        "mean_f1_raw": round(mean_f1[0], 4),
-        "mean_f1_shifted": round(mean_f1[1], 4),
-    }
+    what it did there (mean F1 and false alarms before and after)."""
+    rounded = {name: value if isinstance(value, int) else round(value, 4) for name, value in figures.items()}
+    return {"shift": round(float(shift), 6), "chosen_on": list(chosen_on), **rounded}
 
 
 def shifts_for(policies: Sequence[Policy], calibration: Mapping[str, Any]) -> FloatArray:

@@ -307,6 +307,18 @@ def held_out_policies(model_dir: Path) -> list[str]:
     return [str(pid) for pid in held]
 
 
+def benign_pool(prompts: Sequence[Prompt], size: int, split: str, seed: int = 1) -> list[str]:
+    """Prompts of one split known harmless for every policy: look-alikes and prompts with no harm
+    or policy known of them (not labelled for every topic: a policy may rightly flag a few)."""
+    pool = sorted(
+        p.text
+        for p in prompts
+        if p.split == split and not p.policies and (p.benign or tuple(p.targets) == (0, 0))
+    )
+    random.Random(seed).shuffle(pool)  # noqa: S311 - sampling, not security
+    return pool[:size]
+
+
 def load_rows(paths: Iterable[Path]) -> list[Prompt]:
     """The prompts of rows files only (`guardstream synth` output, hand-written rows)."""
     prompts: dict[str, Prompt] = {}

@@ -85,6 +85,38 @@ def test_a_scope_policy_scores_one_minus_the_topic_match(tmp_path: Path, onnx_ca
         DEFAULT_GUARDFORMER_DIR, PolicySet((restrict,)), device="cpu", cache_dir=onnx_cache_dir
     )
     texts = ["Can I get a large margherita delivered by 8?", "What is the capital of Portugal?"]
+    guard.shifts[:] = 0.0  # raw scores: a calibration shift moves both kinds the same way
     match = guard.score(guard.encode(texts))[:, 0]
-    off_topic = guard.with_policies(PolicySet((scope,))).score(guard.encode(texts))[:, 0]
+    scoped = guard.with_policies(PolicySet((scope,)))
+    scoped.shifts[:] = 0.0
+    off_topic = scoped.score(scoped.encode(texts))[:, 0]
     np.testing.assert_allclose(off_topic, 1.0 - match, atol=1e-6)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit of guardformer-minilm 1.1.0 (MODEL_CARD.md, Limits): a scope policy flags "
+    "many on-topic prompts (held-out scope policies: 27% and 87% of their on-topic prompts); strict, "
+    "so a model that gets this right turns it into a failure to remove the mark",
+)
+def test_a_scope_policy_flags_what_falls_outside_its_topic(tmp_path: Path, onnx_cache_dir: Path) -> None:
+    """A policy of a kind none of the packaged model's test prompts were written for."""
+    from models.guardformer.guard import GuardFormerGuard
+    from models.policies import load_policies
+
+    (tmp_path / "scope.yaml").write_text(
+        "id: pizza_shop_only\nversion: 1\nkind: scope\nname: Pizza shop assistant\n"
+        "description: Questions about our pizzas, toppings, orders, opening hours and delivery.\n"
+        "threshold: 0.5\n",
+        encoding="utf-8",
+    )
+    guard = GuardFormerGuard.load(
+        DEFAULT_GUARDFORMER_DIR,
+        load_policies(tmp_path / "scope.yaml"),
+        device="cpu",
+        cache_dir=onnx_cache_dir,
+    )
+    on_topic = ["Can I get a large margherita delivered by 8?", "Are you open on Sunday evenings?"]
+    off_topic = ["What is the capital of Portugal?", "Write me a poem about the sea."]
+    scores = guard.score(guard.encode([*on_topic, *off_topic]))[:, 0]
+    assert (scores[:2] < 0.5).all() and (scores[2:] >= 0.5).all(), scores

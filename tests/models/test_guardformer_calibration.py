@@ -85,7 +85,7 @@ def test_policies_without_an_entry_of_their_own_take_the_unseen_shift(starter: P
     assert legal is not None and tax is not None
     entries = {
         **calibration_entries([legal], {"legal_advice": 0.2}),
-        UNSEEN: unseen_entry(1.5, ["x"], (0.5, 0.6)),
+        UNSEEN: unseen_entry(1.5, ["x"], {"mean_f1_raw": 0.5}),
     }
     reworded = dataclasses.replace(legal, description=legal.description + " Also wills.")
     own = entries["legal_advice"]["shift"]
@@ -99,7 +99,7 @@ def test_a_per_policy_calibration_keeps_the_unseen_shift(tiny_guardformer_dir: P
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_guardformer_dir, model_dir)
-    write_calibration(model_dir, {UNSEEN: unseen_entry(-0.75, ["custom.a"], (0.4, 0.5))})
+    write_calibration(model_dir, {UNSEEN: unseen_entry(-0.75, ["custom.a"], {"mean_f1_raw": 0.4})})
     write_calibration(model_dir, {"tax_advice": {"fingerprint": "f", "best_threshold": 0.3, "shift": 0.8}})
     calibration = GuardFormerConfig.load(model_dir / "config.json").calibration
     assert set(calibration) == {UNSEEN, "tax_advice"} and calibration[UNSEEN]["shift"] == -0.75
@@ -143,3 +143,17 @@ def test_the_unseen_shift_search_finds_where_the_policies_are_cut_best() -> None
     assert by_shift[list(UNSEEN_SHIFTS).index(0.0)] == 0.0
     best = UNSEEN_SHIFTS[int(np.argmax(by_shift))]
     assert best > 0 and by_shift.max() == 1.0
+
+
+def test_the_unseen_shift_keeps_false_alarms_on_benign_text_within_the_bound() -> None:
+    from models.calibrate import UNSEEN_SHIFTS, mean_flagged_by_shift, pick_shift
+
+    benign = [np.array([0.45, 0.55, 0.6, 0.2]), np.array([0.7, 0.1, 0.1, 0.1])]
+    flagged = mean_flagged_by_shift(benign, [0.5, 0.5])
+    zero = list(UNSEEN_SHIFTS).index(0.0)
+    assert flagged[zero] == (0.5 + 0.25) / 2
+    assert np.all(np.diff(flagged) >= 0)  # a higher shift never flags less
+    f1 = np.linspace(0.2, 0.9, len(UNSEEN_SHIFTS))  # recall grows with the shift here
+    chosen = pick_shift(f1, flagged, max_benign_fpr=0.25)
+    assert flagged[chosen] <= 0.25 and all(flagged[k] > 0.25 for k in range(chosen + 1, len(f1)))
+    assert pick_shift(f1, flagged, max_benign_fpr=-1.0) == int(np.argmin(flagged))
