@@ -14,7 +14,7 @@ import sys
 
 from models.policies.registry import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
 
-_COLUMNS = ("id", "version", "threshold", "enabled", "name", "fingerprint")
+_COLUMNS = ("id", "version", "kind", "threshold", "enabled", "name", "fingerprint")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 def format_table(policies: PolicySet) -> str:
     """The policies as an aligned text table, followed by a one-line summary."""
     rows = [_COLUMNS] + [
-        (p.id, p.version, str(p.threshold), "yes" if p.enabled else "no", p.name, p.fingerprint)
+        (p.id, p.version, p.kind, str(p.threshold), "yes" if p.enabled else "no", p.name, p.fingerprint)
         for p in policies
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(_COLUMNS))]

@@ -48,6 +48,7 @@ from models.train.guardformer_data import (
     HELDOUT_SELECTION_POLICIES,
     HELDOUT_TEST_POLICIES,
     TRAINING_POLICY_FILES,
+    WRITTEN_POLICY_FILE,
     Pair,
     all_policies,
     hold_out,
@@ -55,6 +56,7 @@ from models.train.guardformer_data import (
     load_rows,
     make_pairs,
     pair_counts,
+    relations,
 )
 from models.train.guardformer_io import (
     PairEncoder,
@@ -303,6 +305,16 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     weights = LossWeights(args.lambda_mlm, args.lambda_alice, args.lambda_ce, args.alpha, args.epsilon)
     policies = all_policies(args.policies or TRAINING_POLICY_FILES)
+    unlabelled_scopes = sorted(
+        pid for pid, p in policies.items() if p.is_scope and pid not in relations().scope
+    )
+    if unlabelled_scopes:  # their rows would be learnt as violations, then inverted when served
+        print(
+            f"error: scope policies outside {WRITTEN_POLICY_FILE.name} cannot be trained yet: "
+            f"{', '.join(unlabelled_scopes)} (GuardFormer scores them zero-shot)",
+            file=sys.stderr,
+        )
+        return 2
     if args.only_policy:
         if args.only_policy not in policies:
             print(f"error: unknown policy {args.only_policy!r}", file=sys.stderr)

@@ -108,3 +108,19 @@ def test_train_needs_data_and_positives(
     )
     assert main(train_args(tiny_encoder, only_compliant, tmp_path / "out")) == 2
     assert "no training positives for tax_advice" in capsys.readouterr().err
+
+
+def test_a_scope_policy_of_another_file_is_refused_in_one_line(
+    tiny_encoder: Path, rows_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "shop.yaml"
+    policy.write_text(
+        "id: shop_only\nversion: 1\nkind: scope\nname: Shop\ndescription: Questions about our shop.\n"
+        "threshold: 0.5\n",
+        encoding="utf-8",
+    )
+    args = train_args(tiny_encoder, rows_file, tmp_path / "out")
+    assert main([*args, "--policies", str(policy)]) == 2
+    err = capsys.readouterr().err
+    assert "shop_only" in err and "cannot be trained yet" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

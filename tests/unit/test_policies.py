@@ -454,7 +454,7 @@ def test_check_prints_table_for_starter_set(capsys: pytest.CaptureFixture[str]) 
     out, err = capsys.readouterr()
     assert err == ""
     lines = out.splitlines()
-    assert lines[0].split() == ["id", "version", "threshold", "enabled", "name", "fingerprint"]
+    assert lines[0].split() == ["id", "version", "kind", "threshold", "enabled", "name", "fingerprint"]
     rows = {line.split()[0]: line for line in lines[1:8]}
     assert set(rows) == set(STARTER_THRESHOLDS)
     assert "0.511983" in rows["unsafe_content"]
@@ -477,7 +477,7 @@ def test_check_single_file_shows_disabled(tmp_path: Path, capsys: pytest.Capture
     path = write(tmp_path, "off.yaml", policy_yaml(enabled="false"))
     assert main([str(path)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[1].split()[:4] == ["demo", "1", "0.5", "no"]
+    assert out.splitlines()[1].split()[:5] == ["demo", "1", "restrict", "0.5", "no"]
     assert "1 policies, 0 enabled" in out
 
 
