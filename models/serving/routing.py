@@ -8,7 +8,7 @@ by the first model that can: the embedder guard scores the policies its head was
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,6 +144,15 @@ def fixed_policy_route(model: GuardModel, wanted: Sequence[PolicyDefinition]) ->
     return Route(model, columns), [Policy(p.id, p.version, p.threshold) for p in wanted]
 
 
+def split_by_model(policies: PolicySet, known: Collection[str]) -> tuple[list[PolicyDefinition], PolicySet]:
+    """The enabled policies a fixed-head model scores (those it knows by id; never a scope
+    policy, which it would read as a restriction), and the rest, for GuardFormer."""
+    enabled = list(policies.enabled())
+    own = [p for p in enabled if p.id in known and not p.is_scope]
+    own_ids = {p.id for p in own}
+    return own, PolicySet(tuple(p for p in enabled if p.id not in own_ids))
+
+
 def route_policies(
     fixed: GuardModel, policies: PolicySet, guardformer: GuardModel | None = None
 ) -> RoutedGuard:
@@ -155,9 +164,8 @@ def route_policies(
     if not enabled:
         raise PolicyRoutingError("the policy registry has no enabled policy")
     known = set(fixed.info.policy_ids)
-    own = [p for p in enabled if p.id in known]
-    rest = [p for p in enabled if p.id not in known]
-    if rest and guardformer is None:
+    own, rest = split_by_model(policies, known)
+    if len(rest) and guardformer is None:
         names = ", ".join(f"{p.id} ({p.source or 'registry'})" for p in rest)
         raise PolicyRoutingError(
             f"no model scores {names}: {fixed.info.name} scores only {', '.join(sorted(known))}; "
@@ -169,7 +177,7 @@ def route_policies(
         route, owned = fixed_policy_route(fixed, own)
         routes.append(route)
         infos += owned
-    if rest:
+    if len(rest):
         assert guardformer is not None  # noqa: S101 (checked above)
         if guardformer.info.policy_ids != tuple(p.id for p in rest):
             raise PolicyRoutingError("the GuardFormer model was built over other policies than the rest")

@@ -18,7 +18,7 @@ from models.base.session import Device
 from models.guardformer.guard import GuardFormerGuard
 from models.policies import DEFAULT_POLICY_DIR, PolicyError, PolicySet, load_policies
 from models.serving.loader import load_model
-from models.serving.routing import PolicyRoutingError, route_policies
+from models.serving.routing import PolicyRoutingError, route_policies, split_by_model
 
 
 class ModelSetupError(Exception):
@@ -81,10 +81,9 @@ class ServedModelBuilder:
         if registry is None and self.options.guardformer_path is None:
             return base
         registry = registry if registry is not None else load_policies(DEFAULT_POLICY_DIR)
-        known = set(base.info.policy_ids)
-        if known >= set(registry.enabled().ids):
+        _, rest = split_by_model(registry, base.info.policy_ids)
+        if not len(rest):
             return route_policies(base, registry)
-        rest = PolicySet(tuple(p for p in registry.enabled() if p.id not in known))
         return route_policies(base, registry, self._guardformer_over(rest))
 
     def _base_model(self, registry: PolicySet | None) -> GuardModel:
