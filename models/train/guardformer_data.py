@@ -236,8 +236,8 @@ def prompts_from_examples(examples: Iterable[Example]) -> dict[str, Prompt]:
 def add_handwritten(prompts: dict[str, Prompt], path: Path = HANDWRITTEN_POLICY_FILE) -> None:
     """Rows `{"text", "policy", "label", "split"}`: a label for one policy.
 
-    A row labelled 0 is a harmless look-alike: a negative of its policy and of every other one
-    (for a scope policy, a row labelled 0 is on topic: see `Prompt.label`).
+    A row labelled 0 is a harmless look-alike: a negative of its policy and of every other one;
+    for a scope policy it is on topic (`Prompt.label`), and unlabelled for the others.
     """
     with path.open(encoding="utf-8") as stream:
         for number, line in enumerate(stream, 1):
@@ -249,11 +249,14 @@ def add_handwritten(prompts: dict[str, Prompt], path: Path = HANDWRITTEN_POLICY_
             if row["split"] not in ("train", "validation", "test"):
                 raise ValueError(f"{path}:{number}: unknown split {row['split']!r}")
             prompt = prompts.setdefault(text.casefold(), Prompt(text, split))
+            policy = str(row["policy"])
             if int(row["label"]) == 1:
-                prompt.policies.add(str(row["policy"]))
+                prompt.policies.add(policy)
             else:
-                prompt.negatives.add(str(row["policy"]))
-                prompt.benign = True
+                prompt.negatives.add(policy)
+                # on a scope's topic says nothing of other policies ("book me a flight" is an
+                # airline assistant's business and may still break a no-booking rule)
+                prompt.benign = prompt.benign or policy not in relations().scope
 
 
 def add_policy_examples(prompts: dict[str, Prompt], policies: Iterable[PolicyDefinition]) -> None:

@@ -152,3 +152,37 @@ def test_written_policies_and_rows_are_well_formed() -> None:
     assert named <= set(every), named - set(every)
     held = {*HELDOUT_SELECTION_POLICIES, *HELDOUT_TEST_POLICIES}
     assert held <= set(every) and not set(HELDOUT_SELECTION_POLICIES) & set(HELDOUT_TEST_POLICIES)
+
+
+def test_a_row_on_a_scopes_topic_is_no_negative_of_other_policies(tmp_path: Path) -> None:
+    import json
+
+    from models.train.guardformer_data import add_handwritten
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps(row) + "\n"
+            for row in (
+                {
+                    "text": "book me on the 8am flight to Lisbon",
+                    "policy": "custom.bank_topics_only",
+                    "label": 0,
+                    "split": "train",
+                },
+                {
+                    "text": "what is a stock split",
+                    "policy": "custom.no_crypto_advice",
+                    "label": 0,
+                    "split": "train",
+                },
+            )
+        ),
+        encoding="utf-8",
+    )
+    prompts: dict[str, Prompt] = {}
+    add_handwritten(prompts, rows)
+    on_topic, look_alike = prompts.values()
+    assert on_topic.label("custom.bank_topics_only") == 1
+    assert on_topic.label("custom.no_payment_execution") == UNKNOWN  # on topic, and still a payment
+    assert look_alike.label("custom.no_payment_execution") == 0
