@@ -56,17 +56,17 @@ def measure_policy(
     if len(set(y.tolist())) < 2:
         return None
     guard = model.with_policies(PolicySet((policy,)))
-    unshift = -guard.shifts
+    shift = guard.shifts
     scores = score_texts(guard, [p.text for p in pairs])
     result: dict[str, Any] = dict(policy_metrics(y, scores[:, 0], policy.threshold))
-    result["shift"] = float(-unshift[0])
-    result["f1_raw"] = policy_metrics(y, apply_shifts(scores, unshift)[:, 0], policy.threshold)["f1"]
+    result["shift"] = float(shift[0])
+    result["f1_raw"] = policy_metrics(y, apply_shifts(scores, -shift)[:, 0], policy.threshold)["f1"]
     if policy.is_scope:  # benign text of other sources is off topic: a violation, not a false alarm
         result["benign_fpr"] = result["benign_fpr_raw"] = None
         return result
     benign_scores = score_texts(guard, benign)
     result["benign_fpr"] = float(np.mean(benign_scores[:, 0] >= policy.threshold))
-    result["benign_fpr_raw"] = float(np.mean(apply_shifts(benign_scores, unshift)[:, 0] >= policy.threshold))
+    result["benign_fpr_raw"] = float(np.mean(apply_shifts(benign_scores, -shift)[:, 0] >= policy.threshold))
     result["benign_prompts"] = len(benign)
     return result
 

@@ -187,7 +187,8 @@ class GuardFormerGuard:
         offsets = np.cumsum([0, *counts[:-1]])
         where = np.asarray(pairs)
         out[where[:, 0], where[:, 1]] = np.maximum.reduceat(scores, offsets)
-        out[:, self.scope_columns] = 1.0 - out[:, self.scope_columns]
+        if self.scope_columns.size:
+            out[:, self.scope_columns] = 1.0 - out[:, self.scope_columns]
         return apply_shifts(out, self.shifts)
 
     def _asked(self, item: Encoded) -> Sequence[int]:

@@ -160,8 +160,7 @@ def route_policies(
 
     `guardformer` must score exactly the enabled policies `fixed` does not know, in registry order.
     """
-    enabled = list(policies.enabled())
-    if not enabled:
+    if not len(policies.enabled()):
         raise PolicyRoutingError("the policy registry has no enabled policy")
     known = set(fixed.info.policy_ids)
     own, rest = split_by_model(policies, known)
