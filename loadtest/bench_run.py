@@ -51,15 +51,15 @@ class RunFigures:
     duplicated: int
 
 
-def topic_settings(prefix: str, web_port: int) -> Settings:
-    """Settings of a run on its own topics and consumer group."""
+def topic_settings(prefix: str, web_port: int, batching: dict[str, int] | None = None) -> Settings:
+    """Settings of a run on its own topics and consumer group (and `batching` over the defaults)."""
     kafka = {
         "input_topic": f"{prefix}.prompts",
         "verdicts_topic": f"{prefix}.verdicts",
         "dlq_topic": f"{prefix}.dlq",
         "group_id": prefix,
     }
-    return load_settings({"kafka": kafka, "web": {"port": web_port}})
+    return load_settings({"kafka": kafka, "web": {"port": web_port}, "batching": batching or {}})
 
 
 def machine_state() -> dict[str, Any]:

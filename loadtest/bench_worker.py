@@ -1,16 +1,21 @@
 """The worker's throughput against its own ceilings: one run, one JSON file.
 
-    python -m loadtest.bench_worker [--n 3000] [--fast-n 40000] [--out loadtest/results/bench-worker.json]
+    python -m loadtest.bench_worker [--n 3000] [--fast-n 40000] [--ceiling-batch 1024] [--ceiling-depth 4]
+                                    [--out loadtest/results/bench-worker.json]
 
 Figures from one run, so their ratios hold on a noisy machine, each on a topic loaded before the
 process that reads it starts (so the producer's speed never limits the reader):
 - passthrough: `loadtest.passthrough`, plain aiokafka consume -> orjson -> produce on the same
   broker: the client limit, and the unit of every `*_over_passthrough` ratio;
-- faust_passthrough: `loadtest.faust_passthrough`, the same work in the worker's faust app
-  (`noack_take` batches, acks): what the consumer runtime leaves of the client limit;
+- faust_passthrough: `loadtest.faust_passthrough`, the same work in a faust-streaming app
+  (`noack_take` batches, acks): what that runtime leaves of the client limit (the worker's
+  consumer is aiokafka since it measured 0.16x);
 - standin:     one worker with `loadtest.standin_worker` (a model whose scoring costs nothing),
   `--fast-n` distinct prompts, all misses, Redis on: the pipeline's own ceiling;
 - cache_hits:  one worker with the real model on `--fast-n` prompts whose scores are all in Redis;
+  these two are the ceiling a GPU would meet, so they run with a GPU worker's batching
+  (`--ceiling-batch` records per batch, `--ceiling-depth` batches in flight), the others with
+  the defaults;
 - model:       the real model alone (tokenize + score) in the calls the worker's packer makes;
 - worker:      one worker with the real model on `--n` distinct prompts (all misses), and the
   share of that time its model was busy (from its /metrics);
@@ -108,13 +113,20 @@ class Runs:
         self.web_port = web_port
         self.figures: dict[str, RunFigures] = {}
 
-    def settings(self, phase: str) -> Settings:
-        settings = topic_settings(f"bench-{self.run_id}-{phase}", self.web_port)
+    def settings(self, phase: str, batching: dict[str, int] | None = None) -> Settings:
+        settings = topic_settings(f"bench-{self.run_id}-{phase}", self.web_port, batching)
         asyncio.run(ensure_topics(settings.kafka))
         return settings
 
-    def measure(self, phase: str, values: dict[str, bytes], module: str, busy: bool = False) -> RunFigures:
-        settings = self.settings(phase)
+    def measure(
+        self,
+        phase: str,
+        values: dict[str, bytes],
+        module: str,
+        busy: bool = False,
+        batching: dict[str, int] | None = None,
+    ) -> RunFigures:
+        settings = self.settings(phase, batching)
         print(f"{phase}: {len(values)} records through {module} ...", flush=True)
         log_path = REPO_ROOT / ".local" / f"bench-{phase}.log"
         figures = asyncio.run(
@@ -136,13 +148,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     standin = make_texts(args.fast_n, seed=2, tag=runs.run_id + "s")
     runs.measure("passthrough", values_of("p", fast), Process.PASSTHROUGH)
     runs.measure("faust_passthrough", values_of("f", fast), Process.FAUST_PASSTHROUGH)
-    runs.measure("standin", values_of("s", standin), Process.STANDIN)
+    ceiling = ceiling_batching(args)
+    runs.measure("standin", values_of("s", standin), Process.STANDIN, batching=ceiling)
     runs.measure("worker", values_of("u", texts), Process.WORKER, busy=True)
     hits = [texts[i % len(texts)] for i in range(args.fast_n)]
-    runs.measure("cache_hits", values_of("h", hits), Process.WORKER)
+    runs.measure("cache_hits", values_of("h", hits), Process.WORKER, batching=ceiling)
     if args.naive_n:
         runs.measure("naive", values_of("n", texts[: args.naive_n]), Process.NAIVE)
     return report(args, runs, model_rate, state_before)
+
+
+def ceiling_batching(args: argparse.Namespace) -> dict[str, int]:
+    """The batching of the ceiling runs (stand-in model, cache hits): a GPU worker's."""
+    return {"max_batch_requests": args.ceiling_batch, "pipeline_depth": args.ceiling_depth}
 
 
 def report(
@@ -157,6 +175,7 @@ def report(
         "machine_after": machine_state(),
         "n": args.n,
         "fast_n": args.fast_n,
+        "ceiling_batching": ceiling_batching(args),
         "passthrough_records_per_s": round(ceiling, 1),
         "faust_passthrough_records_per_s": round(figures["faust_passthrough"].verdicts_per_s, 1),
         "faust_passthrough_over_passthrough": round(figures["faust_passthrough"].verdicts_per_s / ceiling, 3),
@@ -184,6 +203,12 @@ def main() -> None:
     parser.add_argument("--fast-n", type=int, default=40000, help="records of the fast runs [40000]")
     parser.add_argument(
         "--naive-n", type=int, default=1000, help="prompts of the naive worker; 0 skips [1000]"
+    )
+    parser.add_argument(
+        "--ceiling-batch", type=int, default=1024, help="records per batch of the ceiling runs [1024]"
+    )
+    parser.add_argument(
+        "--ceiling-depth", type=int, default=4, help="batches in flight in the ceiling runs [4]"
     )
     parser.add_argument("--web-port", type=int, default=8097, help="worker health port [8097]")
     parser.add_argument(

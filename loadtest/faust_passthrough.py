@@ -1,12 +1,12 @@
-"""The consumer runtime's own limit: the worker's faust app, doing nothing but pass records on.
+"""faust-streaming's own limit as a consumer runtime: a faust app doing nothing but pass records on.
 
     python -m loadtest.faust_passthrough      # settings from GUARDSTREAM_* variables, as the worker
 
-The same faust app as the worker (`worker.app.build_app`: raw topics, `noack_take` batches of
-`max_batch_requests` within `max_wait_ms`), and per batch what `loadtest.passthrough` does:
-orjson decode, encode, one burst of sends, one wait for the acks, then the acks. Set beside the
-plain aiokafka passthrough, it shows what faust's per-event machinery costs on its own; only
-`loadtest.bench_worker` runs it.
+The faust app the worker ran on until its consumer moved to aiokafka (raw topics, `noack_take`
+batches of `max_batch_requests` within `max_wait_ms`), and per batch what `loadtest.passthrough`
+does: orjson decode, encode, one burst of sends, one wait for the acks, then the acks. Set beside
+the plain aiokafka passthrough, it shows what faust's per-event machinery costs on its own (the
+reason for the move); only `loadtest.bench_worker` runs it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,27 @@ from typing import Any
 import faust
 import orjson
 
-from worker.app import build_app
 from worker.config import Settings, load_settings
+
+
+def build_app(settings: Settings) -> faust.App:
+    """A faust app with the worker's Kafka settings: raw-bytes topics, manual acks, no web server."""
+    kafka = settings.kafka
+    brokers = ";".join(f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(","))
+    return faust.App(
+        kafka.group_id,
+        broker=brokers,
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        broker_commit_interval=kafka.commit_interval_s,
+        consumer_auto_offset_reset=kafka.auto_offset_reset,
+        producer_acks=-1,
+        stream_wait_empty=False,
+        stream_buffer_maxsize=max(4 * settings.batching.max_batch_requests, 256),
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+    )
 
 
 def passthrough_agent(app: faust.App, settings: Settings) -> Any:

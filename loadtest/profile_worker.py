@@ -29,12 +29,12 @@ from worker.config import Settings
 
 #: Where a main-thread sample is, by the first of these frames found in its stack.
 STAGES = (
-    ("faust: fetch, one event per record (Fetcher._fetcher)", "Fetcher._fetcher"),
-    ("faust: a task per record to hand it to the stream (Conductor.on_message)", "on_message"),
-    ("faust: stream to the agent (Stream._passive_drainer)", "Stream._passive_drainer"),
+    ("consumer: fetch a batch (KafkaSource.batches, aiokafka getmany)", "KafkaSource.batches"),
+    ("consumer: commit acked offsets", "KafkaSource.commit"),
+    ("aiokafka: fetcher", "Fetcher."),
     ("pipeline: decode, prepare, cache, score, verdicts", "Pipeline.process"),
     ("pipeline: deliver (encode, produce, wait)", "Pipeline.deliver"),
-    ("agent: in-order acks", "BatchAgent._ack"),
+    ("agent: in-order acks", "InOrderAcks."),
     ("aiokafka: producer sender", "Sender._"),
     ("redis client", "redis/"),
     ("idle: waiting in select", "EpollSelector.select"),
@@ -54,7 +54,7 @@ def stage_table(collapsed: Path) -> str:
         if "MainThread" not in thread:
             continue
         main += count
-        label = next((name for name, marker in STAGES if marker in stack), "other (event loop, faust, mode)")
+        label = next((name for name, marker in STAGES if marker in stack), "other (event loop, asyncio)")
         stages[label] += count
     total = sum(threads.values())
     lines = [f"main thread: {main} of {total} samples; by stage (% of the main thread):"]

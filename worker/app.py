@@ -1,9 +1,10 @@
-"""Start-up and shutdown of one worker process: settings -> model -> topics -> faust app -> agent.
+"""Start-up and shutdown of one worker process: settings -> model -> topics -> consumer, agent, sink.
 
-The Kafka-facing modules are this one (the faust app and worker), `admin` (topics at start-up),
-`agent` (batches in, acks out) and `sink` (verdicts and dead letters out); the private faust and
-aiokafka APIs they need are all in `kafka_private`. SIGTERM / SIGINT: the worker stops taking
-batches, lets the batch in hand finish and ack, commits, then lets faust stop: exit status 0.
+The Kafka-facing modules are this one (the process's lifecycle), `admin` (topics at start-up),
+`consumer` (batches in, acked offsets committed), `agent` (the pipeline between them) and `sink`
+(verdicts and dead letters out), on aiokafka; the private aiokafka APIs they need are in
+`kafka_private`. SIGTERM / SIGINT: the worker stops taking batches, lets the batches in hand
+finish and ack, commits, leaves the group and exits with status 0.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import faust
+from aiokafka.errors import KafkaError
 
 from models.base.contract import GuardModel
 from models.serving import ModelSetupError, ServedModelBuilder, ServingOptions, load_served_model
@@ -23,17 +25,18 @@ from worker.admin import KafkaUnavailable, ensure_topics
 from worker.agent import BatchAgent, fatal_exit
 from worker.cache import NullScoreCache, RedisScoreCache, ScoreCache
 from worker.config import Settings
-from worker.health import Health, add_health_pages
-from worker.kafka_private import SignalHookedWorker
-from worker.kafka_security import broker_credentials
+from worker.consumer import KafkaSource
+from worker.health import Health, start_health_server
 from worker.pipeline import Pipeline
 from worker.reload import RegistryWatcher, describe, registry_fingerprint, show_registry
-from worker.sink import DELIVERY_ATTEMPT_TIMEOUT_S, FaustSink
+from worker.sink import KafkaSink, make_producer
 
 log = logging.getLogger(__name__)
 
-#: Longest time SIGTERM waits for the batch in hand before giving up on it.
+#: Longest time SIGTERM waits for the batches in hand before giving up on them.
 DRAIN_TIMEOUT_S = 60.0
+#: Longest time the last commit before stopping may take (the records are read again if it fails).
+FINAL_COMMIT_TIMEOUT_S = 10.0
 
 
 def serving_options(settings: Settings) -> ServingOptions:
@@ -75,125 +78,111 @@ def run_worker(settings: Settings, builder: ServedModelBuilder | None = None) ->
         raise SystemExit(2) from exc
     info = model.info
     log.info("model %s %s on %s, policies: %s", info.name, info.version, model.device, describe(info))
-    try:
-        created = _run_once(ensure_topics(settings.kafka))
-    except KafkaUnavailable as exc:
-        log.error("cannot start: %s", exc)
-        raise SystemExit(1) from exc
-    if created:
-        log.info("created topics: %s", ", ".join(created))
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    app = build_app(settings)
-    health = Health(details={"model": f"{info.name}:{info.version}", "device": model.device})
-    add_health_pages(app, health)
-    sink = FaustSink(app, settings.kafka, worker_id())
-    pipeline = Pipeline(settings, model, make_cache(settings), sink)
-    if path is not None and settings.policies.reload_seconds > 0:
-        watcher = RegistryWatcher(builder.reload, pipeline, path, seen)
-        app.timer(settings.policies.reload_seconds, name="guardstream.policy_reload")(watcher.check)
-    else:
-        show_registry(info)
-    agent = BatchAgent(settings, pipeline, health)
-    source = app.topic(
-        settings.kafka.input_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        allow_empty=True,
-    )
-    app.agent(source, name="guardstream.score")(agent.run)
-    worker = GracefulWorker(app, agent, health, DRAIN_TIMEOUT_S, loglevel=settings.log_level)
-    worker.execute_from_commandline()
+    raise SystemExit(asyncio.run(WorkerProcess(settings, builder, model, seen).run()))
 
 
-def _run_once(coro: Any) -> Any:
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
+class WorkerProcess:
+    """One worker's tasks (the agent, periodic commits, registry reloads) and its graceful stop."""
 
+    def __init__(self, settings: Settings, builder: ServedModelBuilder, model: GuardModel, seen: str) -> None:
+        """`seen`: the fingerprint of the policy registry `model` was built from."""
+        self._settings = settings
+        self._builder = builder
+        self._model = model
+        self._seen = seen
+        self._health = Health(
+            details={"model": f"{model.info.name}:{model.info.version}", "device": model.device}
+        )
+        self._stop: asyncio.Future[signal.Signals] | None = None
 
-def build_app(settings: Settings) -> faust.App:
-    """The faust app: raw-bytes topics, manual batching, memory store, our web port."""
-    kafka = settings.kafka
-    brokers = ";".join(f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(","))
-    return faust.App(
-        kafka.group_id,
-        broker=brokers,
-        broker_credentials=broker_credentials(kafka),
-        store="memory://",
-        autodiscover=False,
-        web_enabled=True,
-        web_bind=settings.web.host,
-        web_host=settings.web.host,
-        web_port=settings.web.port,
-        broker_commit_interval=kafka.commit_interval_s,
-        broker_session_timeout=kafka.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 3),
-        consumer_auto_offset_reset=kafka.auto_offset_reset,
-        # Static membership (KIP-345) when set: faust hands it to aiokafka as group_instance_id.
-        consumer_group_instance_id=kafka.group_instance_id,
-        producer_acks=-1,
-        producer_request_timeout=DELIVERY_ATTEMPT_TIMEOUT_S,
-        # Do not wait for un-acked events on stop: a batch parked by the drain stays un-acked
-        # (so uncommitted) on purpose and is read again by the next owner of its partition.
-        stream_wait_empty=False,
-        stream_buffer_maxsize=max(4 * settings.batching.max_batch_requests, 256),
-        topic_partitions=kafka.partitions,
-        topic_replication_factor=kafka.replication_factor,
-    )
-
-
-class GracefulWorker(SignalHookedWorker):
-    """A faust worker whose SIGTERM finishes the batch in hand before faust stops."""
-
-    def __init__(
-        self, app: faust.App, agent: BatchAgent, health: Health, drain_timeout_s: float, **kwargs: Any
-    ) -> None:
-        super().__init__(app, **kwargs)
-        self._agent = agent
-        self._health = health
-        self._drain_timeout_s = drain_timeout_s
-        self._drain_task: asyncio.Future[None] | None = None
-
-    async def on_startup_finished(self) -> None:
-        await super().on_startup_finished()
+    async def run(self) -> int:
+        """The exit status: 0 after a graceful stop, 1 when Kafka or the web port is unavailable."""
+        loop = asyncio.get_running_loop()
+        self._stop = loop.create_future()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        kafka = self._settings.kafka
+        try:
+            created = await ensure_topics(kafka)
+        except KafkaUnavailable as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        client_id = worker_id()
+        producer = make_producer(kafka, client_id)
+        try:
+            await producer.start()
+            web = await start_health_server(self._settings.web, self._health)
+        except (KafkaError, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            await producer.stop()
+            return 1
+        pipeline = Pipeline(
+            self._settings, self._model, make_cache(self._settings), KafkaSink(producer, kafka, client_id)
+        )
+        agent = BatchAgent(self._settings, pipeline, self._health)
+        source = KafkaSource(kafka, client_id, agent.settle)
+        await source.start()
+        tasks = [
+            asyncio.ensure_future(agent.run(source)),
+            asyncio.ensure_future(_every(kafka.commit_interval_s, source.commit_or_warn)),
+            *self._reload_task(pipeline),
+        ]
         self._health.set_ready(True)
+        log.info("worker %s consuming %s in group %s", client_id, kafka.input_topic, kafka.group_id)
+        running: list[asyncio.Future[Any]] = [self._stop, *tasks]
+        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        if not self._stop.done():
+            _fail_on_ended(tasks)
+        await self._drain(agent, source, self._stop.result())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await source.stop()
+        await producer.stop()
+        await web.cleanup()
+        log.info("stopped")
+        return 0
 
-    def on_stop_signal(self, signum: signal.Signals) -> None:
-        if self._drain_task is None:
-            self._drain_task = asyncio.ensure_future(self._drain_then_stop(signum), loop=self.loop)
+    def _reload_task(self, pipeline: Pipeline) -> list[asyncio.Future[None]]:
+        path = self._settings.policies.path
+        every = self._settings.policies.reload_seconds
+        if path is None or every <= 0:
+            show_registry(self._model.info)
+            return []
+        watcher = RegistryWatcher(self._builder.reload, pipeline, path, self._seen)
+        return [asyncio.ensure_future(_every(every, watcher.check))]
 
-    async def _drain_then_stop(self, signum: signal.Signals) -> None:
-        log.info("%s received: finishing the batch in hand", signum.name)
-        if not await self._agent.drain(self._drain_timeout_s):
-            log.error(
-                "batch still running after %.0f s; exiting without committing it",
-                self._drain_timeout_s,
-            )
+    def _on_signal(self, signum: signal.Signals) -> None:
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(signum)
+
+    async def _drain(self, agent: BatchAgent, source: KafkaSource, signum: signal.Signals) -> None:
+        """Finish the batches in hand and commit them (or exit 70 if they hang)."""
+        log.info("%s received: finishing the batches in hand", signum.name)
+        if not await agent.drain(DRAIN_TIMEOUT_S):
+            log.error("batch still running after %.0f s; exiting without committing it", DRAIN_TIMEOUT_S)
             fatal_exit()
-        await self._commit_acked()
-        self.schedule_shutdown(signum)
+        try:
+            await asyncio.wait_for(source.commit(), FINAL_COMMIT_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a failed commit only means records are read again
+            log.warning("commit before stop failed (%r); uncommitted records will be read again", exc)
 
-    async def _commit_acked(self) -> None:
-        """Commit every acked offset before faust stops.
 
-        faust's own commit on stop returns without committing when a periodic commit is in
-        flight (it only waits for that one, whose offsets may predate the last acks), so the
-        records of the last batch would be read again by the next owner. The first call here may
-        likewise only wait; the second then commits what is acked by now.
-        """
-        consumer = self.app.consumer
-        for _ in range(2):
-            try:
-                await consumer.commit()
-            except Exception:  # a failed commit only means records are read again: at-least-once
-                log.warning(
-                    "commit before stop failed; uncommitted records will be read again", exc_info=True
-                )
-                return
+async def _every(seconds: float, call: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await call()
+
+
+def _fail_on_ended(tasks: list[asyncio.Future[None]]) -> None:
+    """A task that should run until the stop ended: say why, and exit 70 with nothing more committed."""
+    for task in tasks:
+        if task.done():
+            error = task.exception() if not task.cancelled() else None
+            log.critical("worker task ended unexpectedly: %r", error, exc_info=error)
+    fatal_exit()
 
 
 def worker_id() -> str:

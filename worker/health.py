@@ -1,7 +1,7 @@
-"""Liveness, readiness and metrics endpoints, served by faust's web server.
+"""Liveness, readiness and metrics endpoints, served by the worker's own small web server.
 
 - `/health/live`: 200 while the event loop answers (a stuck loop fails the probe).
-- `/health/ready`: 200 once the model is loaded and the agent consumes; 503 while starting or
+- `/health/ready`: 200 once the model is loaded and the worker consumes; 503 while starting or
   draining on shutdown.
 - `/metrics`: Prometheus text format.
 """
@@ -11,9 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import faust
+from aiohttp import web
 
 from worker import metrics
+from worker.config import WebSettings
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(slots=True)
@@ -28,19 +31,29 @@ class Health:
         metrics.READY.set(1 if ready else 0)
 
 
-def add_health_pages(app: faust.App, health: Health) -> None:
-    """Register the three endpoints on the app's web server."""
+def health_app(health: Health) -> web.Application:
+    """The three endpoints."""
 
-    @app.page("/health/live")
-    async def live(view: Any, request: Any) -> Any:
-        return view.json({"status": "alive"})
+    async def live(request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
 
-    @app.page("/health/ready")
-    async def ready(view: Any, request: Any) -> Any:
-        status = 200 if health.ready else 503
+    async def ready(request: web.Request) -> web.Response:
         body = {"status": "ready" if health.ready else "not ready", **health.details}
-        return view.json(body, status=status)
+        return web.json_response(body, status=200 if health.ready else 503)
 
-    @app.page("/metrics")
-    async def prometheus(view: Any, request: Any) -> Any:
-        return view.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
+    async def prometheus(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": PROMETHEUS_TEXT})
+
+    app = web.Application()
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", prometheus)
+    return app
+
+
+async def start_health_server(settings: WebSettings, health: Health) -> web.AppRunner:
+    """Serve the endpoints on `settings.host:port` until the returned runner's `cleanup`."""
+    runner = web.AppRunner(health_app(health), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    return runner

@@ -1,8 +1,8 @@
 """TLS and SASL for the worker's Kafka clients, from `KafkaSettings`.
 
-One function builds faust's broker credentials; faust turns them into aiokafka's arguments, and
-the admin client used at start-up gets the same arguments, so every connection the worker opens
-is secured alike. Passwords stay `SecretStr` until they are handed to the client.
+One function builds the security arguments of an aiokafka client; the consumer, the producer and
+the admin client used at start-up all get them, so every connection the worker opens is secured
+alike. Passwords stay `SecretStr` until they are handed to the client.
 """
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-import faust
-
 from worker.config import KafkaSettings
-from worker.kafka_private import aiokafka_auth_of
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
@@ -28,22 +25,15 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     return context
 
 
-def broker_credentials(kafka: KafkaSettings) -> Any:
-    """faust's credentials for the settings, or None for PLAINTEXT."""
-    context = ssl_context(kafka)
-    if kafka.security_protocol.startswith("SASL_"):
-        assert kafka.sasl_password is not None  # noqa: S101 (KafkaSettings validates it)
-        return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password.get_secret_value(),
-            ssl_context=context,
-            mechanism=kafka.sasl_mechanism,
-        )
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
-
-
 def aiokafka_auth(kafka: KafkaSettings) -> Mapping[str, Any]:
     """Keyword arguments of an aiokafka client: security_protocol, ssl_context, sasl_*."""
-    return aiokafka_auth_of(broker_credentials(kafka))
+    auth: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    context = ssl_context(kafka)
+    if context is not None:
+        auth["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL_"):
+        assert kafka.sasl_password is not None  # noqa: S101 (KafkaSettings validates it)
+        auth["sasl_mechanism"] = kafka.sasl_mechanism
+        auth["sasl_plain_username"] = kafka.sasl_username
+        auth["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    return auth

@@ -83,7 +83,9 @@ def normalize_text(text: str) -> str:
     are joined before the collapse (so a double space can end a word) and once more after it (so
     the result is a fixed point).
     """
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
-    text = join_spaced_letters(_DROPPED_CONTROLS.sub("", text))
+    text = _DROPPED_CONTROLS.sub("", unicodedata.normalize("NFKC", text).translate(_INVISIBLE))
+    if _SPACED_RUN.search(text) is None:  # most texts: collapsing whitespace cannot make a run
+        return fold_confusables(_WHITESPACE_RUN.sub(" ", text).strip())
+    text = join_spaced_letters(text)
     text = join_spaced_letters(_WHITESPACE_RUN.sub(" ", text).strip())
     return fold_confusables(text)

@@ -103,6 +103,43 @@ async def test_sigkill_one_of_two_workers_the_other_takes_over(
     assert second.signal_and_wait(signal.SIGTERM) == 0
 
 
+async def test_a_worker_joining_mid_stream_takes_over_where_the_first_left_off(
+    worker_factory: Callable[..., WorkerProcess], topics: Topics
+) -> None:
+    """Partitions moving to a new member are committed first: the newcomer re-reads nothing.
+
+    Periodic commits are pushed out of the test's reach (every 600 s), so only the commit the
+    first worker makes when the group takes partitions away can keep them from being read again
+    from the start (every verdict given before the join would then come twice).
+    """
+    never = {"GUARDSTREAM_KAFKA__COMMIT_INTERVAL_S": "600"}
+    first, second = worker_factory(**never), worker_factory(**never)
+    first.start()
+    collector = await started_collector(topics)
+    prompts = good_prompts("j2", 1500)
+    await publish(KAFKA, topics.prompts, prompts.values(), keys=[k.encode() for k in prompts])
+    deadline = time.monotonic() + 120
+    while len(collector.collected.verdicts) < 200:
+        assert time.monotonic() < deadline, first.log_tail()
+        await collector.poll()
+    second.start()
+    await collector.poll()
+    at_join = len(collector.collected.verdicts)
+    counts = await wait_for_outcomes(collector, set(prompts), timeout_s=150)
+    await collector.stop()
+    lost, duplicated = lost_and_duplicated(counts, set(prompts))
+    summary = (
+        f"sent {len(prompts)}, {at_join} answered at the join, lost {len(lost)}, duplicated {len(duplicated)}"
+    )
+    print(summary)
+    assert not lost, f"{summary}; lost e.g. {lost[:5]}\n{first.log_tail()}"
+    assert at_join < len(prompts), f"every verdict came before the join; send more ({summary})"
+    assert records_in(second) > 0, f"the second worker got no partition:\n{second.log_tail()}"
+    assert len(duplicated) < at_join / 4, f"{summary}: moved partitions were read again from the start"
+    assert first.signal_and_wait(signal.SIGTERM) == 0
+    assert second.signal_and_wait(signal.SIGTERM) == 0
+
+
 def nested_json(depth: int) -> bytes:
     return b'{"id": "deep", "text": ' + b"[" * depth + b"]" * depth + b"}"
 
@@ -182,7 +219,7 @@ async def test_worker_rides_out_a_kafka_outage_without_a_restart(
 
     The worker must neither exit nor lose anything: its consumer and producer reconnect, and
     verdicts the broker did not take are sent again (by aiokafka within one delivery attempt,
-    by FaustSink across attempts for up to outage_grace_s). Kafka is shared: it is started
+    by KafkaSink across attempts for up to outage_grace_s). Kafka is shared: it is started
     again whatever happens.
     """
     worker = worker_factory()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -107,52 +106,43 @@ def record(value: bytes | None, offset: int = 0, key: bytes | None = None) -> Ra
     return RawRecord("prompts", 0, offset, key, value, (("trace", b"t-1"),), 1_700_000_000_000)
 
 
-def event(offset: int) -> Any:
-    """A faust event of a valid prompt, as the agent takes it from the stream."""
-    return event_of(record(orjson.dumps({"id": f"r{offset}", "text": f"text {offset}"}), offset))
+def prompt(offset: int) -> RawRecord:
+    """A consumed record of a valid prompt, as the agent takes it from the source."""
+    return record(orjson.dumps({"id": f"r{offset}", "text": f"text {offset}"}), offset)
 
 
-def event_of(raw: RawRecord) -> Any:
-    """The faust event (`event.message`) a consumed record arrives as."""
-    timestamp = raw.timestamp_ms / 1000 if raw.timestamp_ms else None
-    fields = {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset, "key": raw.key}
-    message = SimpleNamespace(**fields, value=raw.value, headers=list(raw.headers), timestamp=timestamp)
-    return SimpleNamespace(message=message)
+class FakeSource:
+    """The consumer as the agent uses it: `batches` of records, `ack` of delivered ones."""
 
-
-class FakeStream:
-    """faust's stream as the agent uses it: `noack_take` batches, `ack` each event."""
-
-    def __init__(self, batches: list[list[Any]]) -> None:
-        self.batches = batches
+    def __init__(self, batches: list[list[RawRecord]]) -> None:
+        self.batches_to_give = batches
         self.acked: list[int] = []
         self.taken = 0
         self.all_acked = asyncio.Event()
         self._total = sum(len(b) for b in batches)
 
-    async def noack_take(self, max_: int, within: float) -> AsyncIterator[Sequence[Any]]:
-        for batch in self.batches:
+    async def batches(self, max_records: int, within_s: float) -> AsyncIterator[list[RawRecord]]:
+        for batch in self.batches_to_give:
             self.taken += 1
             yield batch
         await asyncio.Event().wait()
 
-    async def ack(self, event: Any) -> bool:
-        self.acked.append(event.message.offset)
+    def ack(self, records: Iterable[RawRecord]) -> None:
+        self.acked += [r.offset for r in records]
         if len(self.acked) == self._total:
             self.all_acked.set()
-        return True
 
 
 async def run_agent(
     pipeline: Pipeline, *batches: Sequence[RawRecord], on_fatal: Callable[[], None] | None = None
-) -> FakeStream:
+) -> FakeSource:
     """Run the batches through the wiring production runs (the agent's take, process, deliver and
     ack) and return once every event is acked, or once the agent gave up on a batch (`on_fatal`)."""
     from worker.agent import BatchAgent
     from worker.config import Settings
     from worker.health import Health
 
-    stream = FakeStream([[event_of(r) for r in batch] for batch in batches])
+    source = FakeSource([list(batch) for batch in batches])
     failed = asyncio.Event()
 
     def fatal() -> None:
@@ -160,9 +150,9 @@ async def run_agent(
         if on_fatal is not None:
             on_fatal()
 
-    task = asyncio.create_task(BatchAgent(Settings(), pipeline, Health(), fatal).run(stream))
-    waits = [asyncio.ensure_future(stream.all_acked.wait()), asyncio.ensure_future(failed.wait())]
+    task = asyncio.create_task(BatchAgent(Settings(), pipeline, Health(), fatal).run(source))
+    waits = [asyncio.ensure_future(source.all_acked.wait()), asyncio.ensure_future(failed.wait())]
     await asyncio.wait(waits, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     for waiting in [*waits, task]:
         waiting.cancel()
-    return stream
+    return source

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from tests.unit.fakes import FakeStream, KeywordModel, ListSink, event
+from tests.unit.fakes import FakeSource, KeywordModel, ListSink, prompt
 from worker.agent import BatchAgent
 from worker.cache import MemoryScoreCache
 from worker.config import Settings
@@ -33,7 +33,7 @@ def agent_with(sink: ListSink, depth: int = 2) -> BatchAgent:
 
 async def test_acks_after_delivery_in_order() -> None:
     sink = ListSink()
-    stream = FakeStream([[event(0), event(1)], [event(2)]])
+    stream = FakeSource([[prompt(0), prompt(1)], [prompt(2)]])
     task = asyncio.create_task(agent_with(sink).run(stream))
     await asyncio.wait_for(stream.all_acked.wait(), 5)
     task.cancel()
@@ -43,7 +43,7 @@ async def test_acks_after_delivery_in_order() -> None:
 
 async def test_drain_finishes_the_batches_in_flight_and_takes_no_more() -> None:
     sink = SlowSink()
-    stream = FakeStream([[event(0), event(1)], [event(2)], [event(3)]])
+    stream = FakeSource([[prompt(0), prompt(1)], [prompt(2)], [prompt(3)]])
     agent = agent_with(sink, depth=2)
     task = asyncio.create_task(agent.run(stream))
     await sink.started.wait()
@@ -62,7 +62,7 @@ async def test_drain_finishes_the_batches_in_flight_and_takes_no_more() -> None:
 
 async def test_next_batch_is_scored_while_one_is_delivered_and_acks_keep_order() -> None:
     sink = SlowSink()
-    stream = FakeStream([[event(0)], [event(1)], [event(2)]])
+    stream = FakeSource([[prompt(0)], [prompt(1)], [prompt(2)]])
     agent = agent_with(sink, depth=3)
     task = asyncio.create_task(agent.run(stream))
     await sink.started.wait()
@@ -78,7 +78,7 @@ async def test_next_batch_is_scored_while_one_is_delivered_and_acks_keep_order()
 
 async def test_depth_one_takes_the_next_batch_only_after_delivery() -> None:
     sink = SlowSink()
-    stream = FakeStream([[event(0)], [event(1)]])
+    stream = FakeSource([[prompt(0)], [prompt(1)]])
     task = asyncio.create_task(agent_with(sink, depth=1).run(stream))
     await sink.started.wait()
     await asyncio.sleep(0.05)
@@ -92,7 +92,7 @@ async def test_depth_one_takes_the_next_batch_only_after_delivery() -> None:
 async def test_drain_times_out_when_the_batch_hangs() -> None:
     sink = SlowSink()
     agent = agent_with(sink)
-    task = asyncio.create_task(agent.run(FakeStream([[event(0)]])))
+    task = asyncio.create_task(agent.run(FakeSource([[prompt(0)]])))
     await sink.started.wait()
     assert await agent.drain(timeout_s=0.05) is False
     task.cancel()

@@ -12,7 +12,7 @@ import orjson
 
 from models.base.contract import Cost, Encoded, FloatArray
 from models.base.packing import split_by_cost
-from tests.unit.fakes import FakeStream, KeywordModel, ListSink, event_of, record
+from tests.unit.fakes import FakeSource, KeywordModel, ListSink, record
 from worker.acks import InOrderAcks
 from worker.agent import BatchAgent
 from worker.cache import MemoryScoreCache
@@ -92,7 +92,7 @@ async def test_short_verdicts_do_not_wait_for_a_long_neighbour_and_acks_keep_ord
         ],
         [record(value("s3", "short three"), 3)],
     ]
-    stream = FakeStream([[event_of(r) for r in batch] for batch in batches])
+    stream = FakeSource([[r for r in batch] for batch in batches])
     task = asyncio.create_task(agent.run(stream))
     for _ in range(200):
         if len(sink.verdicts) == 3:
