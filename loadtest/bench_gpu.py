@@ -7,8 +7,9 @@ Figures, from one run: the model alone (texts/s, tokenize + score, in the calls 
 packer makes); one worker on `--n` distinct prompts loaded beforehand (verdicts/s, and the share
 of that time its model was busy); and one load test at half that rate with the default mix
 (produce-to-verdict p50 / p99, short and long prompts apart; lost and duplicated). The worker
-runs with `--max-batch-requests`, `--max-batch-tokens` and `--long-prompt-tokens` (defaults
-for a GPU: 256, 32768, 4096), on `--precision` (auto: fp16 on CUDA).
+runs with `--max-batch-requests`, `--pipeline-depth`, `--max-batch-tokens` and
+`--long-prompt-tokens` (defaults for a GPU, as the gpu overlay sets them: 1024, 4, 32768, 4096),
+on `--precision` (auto: fp16 on CUDA).
 
 Without a usable CUDA (no GPU, no `onnxruntime-gpu`, no CUDA libraries) it prints why in one
 line and exits with status 3, measuring nothing; `--cpu` runs everything on the CPU instead and
@@ -42,6 +43,7 @@ def worker_env(args: argparse.Namespace, device: str) -> dict[str, str]:
         "GUARDSTREAM_MODEL__DEVICE": device,
         "GUARDSTREAM_MODEL__PRECISION": args.precision,
         "GUARDSTREAM_BATCHING__MAX_BATCH_REQUESTS": str(args.max_batch_requests),
+        "GUARDSTREAM_BATCHING__PIPELINE_DEPTH": str(args.pipeline_depth),
         "GUARDSTREAM_BATCHING__MAX_BATCH_TOKENS": str(args.max_batch_tokens),
         "GUARDSTREAM_BATCHING__LONG_PROMPT_TOKENS": str(args.long_prompt_tokens),
     }
@@ -108,7 +110,8 @@ def main() -> int:
     )
     parser.add_argument("--n", type=int, default=20000, help="prompts of the throughput runs [20000]")
     parser.add_argument("--latency-s", type=float, default=30.0, help="seconds of the load test [30]")
-    parser.add_argument("--max-batch-requests", type=int, default=256, help="[256]")
+    parser.add_argument("--max-batch-requests", type=int, default=1024, help="[1024]")
+    parser.add_argument("--pipeline-depth", type=int, default=4, help="[4]")
     parser.add_argument("--max-batch-tokens", type=int, default=32768, help="[32768]")
     parser.add_argument("--long-prompt-tokens", type=int, default=4096, help="[4096]")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])

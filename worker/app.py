@@ -102,35 +102,41 @@ class WorkerProcess:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         kafka = self._settings.kafka
-        try:
-            created = await ensure_topics(kafka)
-        except KafkaUnavailable as exc:
-            log.error("cannot start: %s", exc)
-            return 1
-        if created:
-            log.info("created topics: %s", ", ".join(created))
         client_id = worker_id()
         producer = make_producer(kafka, client_id)
+        sink = KafkaSink(producer, kafka, client_id)
+        pipeline = Pipeline(self._settings, self._model, make_cache(self._settings), sink)
+        agent = BatchAgent(self._settings, pipeline, self._health)
+        source = KafkaSource(kafka, client_id, agent.settle)
         try:
+            created = await ensure_topics(kafka)
             await producer.start()
             web = await start_health_server(self._settings.web, self._health)
-        except (KafkaError, OSError) as exc:
+            await source.start()
+        except (KafkaUnavailable, KafkaError, OSError) as exc:
             log.error("cannot start: %s", exc)
             await producer.stop()
             return 1
-        pipeline = Pipeline(
-            self._settings, self._model, make_cache(self._settings), KafkaSink(producer, kafka, client_id)
-        )
-        agent = BatchAgent(self._settings, pipeline, self._health)
-        source = KafkaSource(kafka, client_id, agent.settle)
-        await source.start()
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        await self._serve(agent, source, pipeline)
+        await source.stop()
+        await producer.stop()
+        await web.cleanup()
+        log.info("stopped")
+        return 0
+
+    async def _serve(self, agent: BatchAgent, source: KafkaSource, pipeline: Pipeline) -> None:
+        """Consume until a stop signal, then drain; a task that ends before it exits the process (70)."""
+        assert self._stop is not None  # noqa: S101 - set by `run`
+        kafka = self._settings.kafka
         tasks = [
             asyncio.ensure_future(agent.run(source)),
             asyncio.ensure_future(_every(kafka.commit_interval_s, source.commit_or_warn)),
             *self._reload_task(pipeline),
         ]
         self._health.set_ready(True)
-        log.info("worker %s consuming %s in group %s", client_id, kafka.input_topic, kafka.group_id)
+        log.info("consuming %s in group %s", kafka.input_topic, kafka.group_id)
         running: list[asyncio.Future[Any]] = [self._stop, *tasks]
         await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         if not self._stop.done():
@@ -139,11 +145,6 @@ class WorkerProcess:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await source.stop()
-        await producer.stop()
-        await web.cleanup()
-        log.info("stopped")
-        return 0
 
     def _reload_task(self, pipeline: Pipeline) -> list[asyncio.Future[None]]:
         path = self._settings.policies.path

@@ -116,25 +116,29 @@ async def test_a_worker_joining_mid_stream_takes_over_where_the_first_left_off(
     first, second = worker_factory(**never), worker_factory(**never)
     first.start()
     collector = await started_collector(topics)
-    prompts = good_prompts("j2", 1500)
-    await publish(KAFKA, topics.prompts, prompts.values(), keys=[k.encode() for k in prompts])
+    before, after = good_prompts("j1", 4000), good_prompts("j2", 200)
+    await publish(KAFKA, topics.prompts, before.values(), keys=[k.encode() for k in before])
     deadline = time.monotonic() + 120
     while len(collector.collected.verdicts) < 200:
         assert time.monotonic() < deadline, first.log_tail()
         await collector.poll()
     second.start()
-    await collector.poll()
+    while "partitions assigned: " not in second.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, second.log_tail()
+        await collector.poll()
     at_join = len(collector.collected.verdicts)
-    counts = await wait_for_outcomes(collector, set(prompts), timeout_s=150)
+    await publish(KAFKA, topics.prompts, after.values(), keys=[k.encode() for k in after])
+    ids = set(before) | set(after)
+    counts = await wait_for_outcomes(collector, ids, timeout_s=150)
     await collector.stop()
-    lost, duplicated = lost_and_duplicated(counts, set(prompts))
+    lost, duplicated = lost_and_duplicated(counts, ids)
     summary = (
-        f"sent {len(prompts)}, {at_join} answered at the join, lost {len(lost)}, duplicated {len(duplicated)}"
+        f"sent {len(ids)}, {at_join} answered at the join, lost {len(lost)}, duplicated {len(duplicated)}"
     )
     print(summary)
     assert not lost, f"{summary}; lost e.g. {lost[:5]}\n{first.log_tail()}"
-    assert at_join < len(prompts), f"every verdict came before the join; send more ({summary})"
-    assert records_in(second) > 0, f"the second worker got no partition:\n{second.log_tail()}"
+    assert at_join < len(before), f"every verdict came before the join; send more ({summary})"
+    assert records_in(second) > 0, f"the second worker got no records:\n{second.log_tail()}"
     assert len(duplicated) < at_join / 4, f"{summary}: moved partitions were read again from the start"
     assert first.signal_and_wait(signal.SIGTERM) == 0
     assert second.signal_and_wait(signal.SIGTERM) == 0
