@@ -105,7 +105,14 @@ class KafkaSource:
         return dict(self._acked)
 
     async def commit(self) -> None:
-        """Commit the offsets acked since the last commit (raises what the broker answers)."""
+        """Commit the offsets acked since the last commit (raises what the broker answers).
+
+        Offsets of partitions this worker no longer holds (a batch that finished after its
+        partitions moved) are dropped: their next owner reads those records again."""
+        assigned = self._consumer.assignment()
+        for partition in [p for p in self._acked if TopicPartition(*p) not in assigned]:
+            del self._acked[partition]
+            self._committed.pop(partition, None)
         offsets = {
             TopicPartition(*partition): offset
             for partition, offset in self._acked.items()

@@ -35,6 +35,10 @@ class StandInConsumer:
         self.fetches = fetches
         self.asked: list[int] = []
         self.commits: list[dict[TopicPartition, int]] = []
+        self.assigned = {P0, P1}
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         self.asked.append(max_records)
@@ -119,3 +123,13 @@ async def test_partitions_that_move_are_settled_committed_and_forgotten() -> Non
     assert settled == [KafkaSettings().session_timeout_s]
     assert consumer.commits == [{P0: 10, P1: 5}]
     assert source.acked() == {("prompts", 1): 5}
+
+
+async def test_acks_of_a_partition_no_longer_held_are_not_committed() -> None:
+    consumer = StandInConsumer([])
+    source = source_of(consumer)
+    consumer.assigned = {P1}
+    source.ack([RawRecord("prompts", 0, 3, None, b""), RawRecord("prompts", 1, 8, None, b"")])
+    await source.commit()
+    assert consumer.commits == [{P1: 9}]
+    assert source.acked() == {("prompts", 1): 9}
