@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import shutil
 import sys
 import time
@@ -377,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
         best = {pid: figures["best_f1_threshold"] for pid, figures in report["validation"].items()}
         write_calibration(out, calibration_entries([policies[i] for i in train_ids], best))
     train_record = {
-        "command": "guardstream train --model guardformer " + " ".join(sys.argv[1:]),
+        "command": "guardstream train --model guardformer " + shlex.join(args.argv),
         "settings": asdict(settings),
         "loss_weights": asdict(weights),
         "device": str(device),
@@ -393,7 +394,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    """`argv`: the arguments after `guardstream train --model guardformer` (default: sys.argv's)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
+    args.argv = arguments
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -93,12 +93,6 @@ def test_a_scope_policy_scores_one_minus_the_topic_match(tmp_path: Path, onnx_ca
     np.testing.assert_allclose(off_topic, 1.0 - match, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit of guardformer-minilm 1.1.0 (MODEL_CARD.md, Limits): a scope policy flags "
-    "many on-topic prompts (held-out scope policies: 27% and 87% of their on-topic prompts); strict, "
-    "so a model that gets this right turns it into a failure to remove the mark",
-)
 def test_a_scope_policy_flags_what_falls_outside_its_topic(tmp_path: Path, onnx_cache_dir: Path) -> None:
     """A policy of a kind none of the packaged model's test prompts were written for."""
     from models.guardformer.guard import GuardFormerGuard
