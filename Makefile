@@ -32,10 +32,12 @@ format:
 typecheck: install
 	$(BIN)/mypy
 
-# The worker against its ceilings (passthrough, stand-in model, cache hits, the model), then
-# short and long prompts' latency at half of saturation: loadtest/results/bench-*.json.
+# The per-prompt cost of each stage of the worker's code, the worker against its ceilings
+# (passthrough, stand-in model, cache hits, the model), then short and long prompts' latency at
+# half of saturation: loadtest/results/bench-*.json.
 bench: install
 	$(SERVICES) start
+	$(BIN)/python -m loadtest.bench_stages
 	$(BIN)/python -m loadtest.bench_worker $(BENCH_ARGS)
 	$(BIN)/python -m loadtest.bench_load --latency-only --out loadtest/results/bench-latency.json
 

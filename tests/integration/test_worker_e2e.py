@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -173,3 +176,23 @@ async def test_sigterm_finishes_delivers_and_commits(
     assert not duplicated, f"committed records were read again after SIGTERM: {duplicated[:5]}"
     assert delivered_before_restart, "nothing was delivered before SIGTERM"
     worker.signal_and_wait(signal.SIGTERM)
+
+
+def test_a_health_port_in_use_is_a_one_line_error(worker_factory: Callable[..., WorkerProcess]) -> None:
+    worker = worker_factory()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", worker.port))
+        taken.listen()
+        with worker.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "worker"],
+                env=worker.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        code = proc.wait(timeout=120)
+    log_text = worker.log_path.read_text(errors="replace")
+    assert code == 1, log_text[-2000:]
+    reasons = [line for line in log_text.splitlines() if "cannot start: " in line]
+    assert reasons and str(worker.port) in reasons[-1], log_text[-2000:]
+    assert "Traceback" not in log_text, log_text[-2000:]
