@@ -1,6 +1,8 @@
 """The verdict sink: produces verdicts and dead letters with the worker's producer, waits for the acks.
 
-A record the brokers do not take (an outage, a leader move) is sent again with backoff for up to
+A batch's records go out in producer batches, one per partition (`send_batch`), not one `send`
+per record: the key picks the partition as the producer's own partitioner would. A batch the
+brokers do not take (an outage, a leader move) is sent again with backoff for up to
 `outage_grace_s`; only then does delivery fail (and the agent exit, nothing more committed). A
 verdict too large to publish becomes a smaller `too_large` dead letter.
 """
@@ -23,6 +25,7 @@ from aiokafka.errors import (
     RecordTooLargeError,
     TopicAuthorizationFailedError,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from worker import codec
 from worker.config import KafkaSettings
@@ -36,6 +39,9 @@ log = logging.getLogger(__name__)
 #: `max_request_size` (MAX_REQUEST_BYTES) and the broker's default `max.message.bytes`.
 MAX_OUTPUT_BYTES = 900_000
 MAX_REQUEST_BYTES = 1_000_000
+#: Bytes of one producer batch (one partition, one request): a thousand verdicts leave in a few
+#: batches. A record larger than this goes in a batch of its own.
+BATCH_BYTES = 256 * 1024
 #: Bytes of an oversized original value kept in its dead letter (the rest is cut off).
 KEPT_ORIGINAL_BYTES = 64 * 1024
 #: One delivery attempt gives up after this long, so that the sink's own retries, bounded by
@@ -61,6 +67,16 @@ class DeliveryFailed(Exception):
     """Some verdicts or dead letters of a batch could not be delivered."""
 
 
+@dataclass(slots=True)
+class PartitionBatch:
+    """Records bound for one partition, in a producer batch."""
+
+    topic: str
+    partition: int
+    builder: Any
+    records: list[Outgoing]
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One record to produce."""
@@ -78,6 +94,7 @@ def make_producer(kafka: KafkaSettings, client_id: str) -> AIOKafkaProducer:
         client_id=client_id,
         acks="all",
         linger_ms=LINGER_MS,
+        max_batch_size=BATCH_BYTES,
         request_timeout_ms=int(DELIVERY_ATTEMPT_TIMEOUT_S * 1000),
         max_request_size=MAX_REQUEST_BYTES,
         **aiokafka_auth(kafka),
@@ -93,8 +110,10 @@ class KafkaSink:
     """
 
     def __init__(self, producer: Any, kafka: KafkaSettings, worker_id: str) -> None:
-        """`producer`: started, an `AIOKafkaProducer` (`make_producer`) or one with its `send`."""
+        """`producer`: started, an `AIOKafkaProducer` (`make_producer`) or one with its
+        `partitions_for`, `create_batch` and `send_batch`."""
         self._producer = producer
+        self._partitioner = DefaultPartitioner()
         self._kafka = kafka
         self._worker_id = worker_id
 
@@ -142,20 +161,23 @@ class KafkaSink:
     async def _send(self, records: list[Outgoing]) -> tuple[list[Outgoing], BaseException | None]:
         """Send every record and wait for the acks: the records that failed, and one error.
 
-        Once a send itself fails (no metadata, a full buffer: each waits up to the attempt
-        timeout), the rest of the records are left for the next attempt instead of each waiting
-        in turn.
+        Once a batch's send itself fails (no metadata, a full buffer: each waits up to the attempt
+        timeout), the remaining batches are left for the next attempt instead of each waiting in
+        turn.
         """
-        producer = self._producer
+        try:
+            batches = await self._batches(records)
+        except Exception as exc:  # noqa: BLE001 - no metadata yet: everything waits for the next attempt
+            return records, exc
         futures: list[Awaitable[Any] | None] = []
         error: BaseException | None = None
-        for record in records:
+        for batch in batches:
             if error is not None:
                 futures.append(None)
                 continue
             try:
                 futures.append(
-                    await producer.send(record.topic, record.value, record.key, headers=record.headers)
+                    await self._producer.send_batch(batch.builder, batch.topic, partition=batch.partition)
                 )
             except Exception as exc:  # noqa: BLE001 - kept and retried, or raised by deliver
                 futures.append(None)
@@ -163,13 +185,42 @@ class KafkaSink:
         outcomes = await asyncio.gather(*(f for f in futures if f is not None), return_exceptions=True)
         results = iter(outcomes)
         failed = []
-        for record, future in zip(records, futures, strict=True):
+        for batch, future in zip(batches, futures, strict=True):
             outcome = None if future is None else next(results)
             if future is None or isinstance(outcome, BaseException):
-                failed.append(record)
+                failed += batch.records
                 if isinstance(outcome, BaseException):
                     error = outcome
         return failed, error
+
+    async def _batches(self, records: list[Outgoing]) -> list[PartitionBatch]:
+        """`records` in producer batches of one partition each, in their order within a partition."""
+        producer = self._producer
+        partitions: dict[str, list[int]] = {}
+        filling: dict[tuple[str, int], PartitionBatch] = {}
+        full: list[PartitionBatch] = []
+        for record in records:
+            if record.topic not in partitions:
+                partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
+            every = partitions[record.topic]
+            partition = self._partitioner(record.key, every, every)
+            batch = filling.get((record.topic, partition))
+            if batch is None or not _append(batch, record):
+                if batch is not None:
+                    full.append(batch)
+                batch = PartitionBatch(record.topic, partition, producer.create_batch(), [])
+                filling[(record.topic, partition)] = batch
+                _append(batch, record)  # an empty batch takes a record of any size
+        return full + list(filling.values())
+
+
+def _append(batch: PartitionBatch, record: Outgoing) -> bool:
+    """Add `record` to `batch`; False when the batch is full."""
+    headers = record.headers or []
+    if batch.builder.append(timestamp=None, key=record.key, value=record.value, headers=headers) is None:
+        return False
+    batch.records.append(record)
+    return True
 
 
 def _oversized_verdict(verdict: Verdict, size: int) -> DeadLetter:

@@ -1,4 +1,5 @@
-"""KafkaSink: retries what the brokers did not take, within outage_grace_s; bounded output size."""
+"""KafkaSink: batches per partition, retries what the brokers did not take (within
+outage_grace_s), bounded output size."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, NodeNotReadyError
+from aiokafka.partitioner import DefaultPartitioner
 
 from worker import sink as sink_module
 from worker.config import KafkaSettings
@@ -18,27 +20,55 @@ from worker.sink import MAX_OUTPUT_BYTES, DeliveryFailed, KafkaSink
 SOURCE = RawRecord("prompts", 0, 7, b"k", b'{"id": "a", "text": "hi"}')
 
 
+class FakeBatch:
+    """A producer batch that holds up to `capacity` records."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.keys: list[bytes | None] = []
+
+    def append(self, *, timestamp: Any, key: bytes | None, value: bytes, headers: Any) -> Any:
+        if len(self.keys) >= self.capacity:
+            return None
+        self.keys.append(key)
+        return object()
+
+
 class FlakyProducer:
-    """Fails the sends listed in `failures` (by call number), then takes everything."""
+    """Fails the batches listed in `failures` (by send number), then takes everything."""
 
     def __init__(
-        self, failures: dict[int, BaseException] | None = None, raise_on: set[int] | None = None
+        self,
+        failures: dict[int, BaseException] | None = None,
+        raise_on: set[int] | None = None,
+        capacity: int = 1,
+        partitions: int = 1,
     ) -> None:
         self.failures = failures or {}
         self.raise_on = raise_on or set()
-        self.calls: list[bytes | None] = []
+        self.capacity = capacity
+        self.partitions = set(range(partitions))
+        self.calls: list[bytes | None] = []  # keys, batch after batch
+        self.sends: list[tuple[int, list[bytes | None]]] = []  # (partition, keys) of each batch
         self.delivered: list[bytes | None] = []
 
-    async def send(self, topic: str, value: Any, key: Any, headers: Any = None) -> Any:
-        call = len(self.calls)
-        self.calls.append(key)
+    async def partitions_for(self, topic: str) -> set[int]:
+        return self.partitions
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.capacity)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        call = len(self.sends)
+        self.sends.append((partition, batch.keys))
+        self.calls += batch.keys
         if call in self.raise_on:
             raise KafkaConnectionError("down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if call in self.failures:
             future.set_exception(self.failures[call])
         else:
-            self.delivered.append(key)
+            self.delivered += batch.keys
             future.set_result(None)
         return future
 
@@ -77,6 +107,18 @@ async def test_gives_up_after_the_grace_period() -> None:
     with pytest.raises(DeliveryFailed):
         await asyncio.wait_for(sink(producer, grace_s=0.1).deliver([verdict("a")], []), 5)
     assert 2 <= len(producer.calls) < 1000
+
+
+async def test_a_partition_gets_its_records_in_batches_in_order() -> None:
+    producer = FlakyProducer(capacity=3, partitions=3)
+    keys = [f"r{i}" for i in range(20)]
+    await sink(producer).deliver([verdict(k) for k in keys], [])
+    partitioner = DefaultPartitioner()
+    for partition in range(3):
+        wanted = [k.encode() for k in keys if partitioner(k.encode(), [0, 1, 2], [0, 1, 2]) == partition]
+        sent = [key for p, batch in producer.sends if p == partition for key in batch]
+        assert sent == wanted, f"partition {partition}"
+    assert len(producer.sends) < len(keys) and max(len(b) for _, b in producer.sends) == 3
 
 
 async def test_a_permanent_error_fails_at_once() -> None:
