@@ -135,8 +135,11 @@ class RedisScoreCache:
             return
         try:
             async with self._client.pipeline(transaction=False) as pipe:
+                ttl = self._ttl_s
                 for key, scores in entries:
-                    pipe.set(key, orjson.dumps(scores), ex=self._ttl_s)
+                    # the command itself: `pipe.set` checks its keyword arguments on every call,
+                    # a tenth of the event loop's time on the all-misses benchmark
+                    pipe.execute_command("SET", key, orjson.dumps(scores), "EX", ttl)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._on_error("put", exc)
