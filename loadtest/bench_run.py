@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import os
 import platform
 import subprocess
@@ -27,7 +28,16 @@ from loadtest.demo import REPO_ROOT, settings_env, wait_ready
 from loadtest.kafka_client import publish
 from worker.config import Settings, load_settings
 
-__all__ = ["REPO_ROOT", "Process", "RunFigures", "machine_state", "preloaded_run", "spawn", "timed_run"]
+__all__ = [
+    "REPO_ROOT",
+    "Process",
+    "RunFigures",
+    "machine_state",
+    "preloaded_run",
+    "spawn",
+    "timed_run",
+    "write_report",
+]
 
 
 class Process(enum.StrEnum):
@@ -213,3 +223,12 @@ async def timed_run(
         return await _count_verdicts(counter, values, timeout_s, busy_probe)
     finally:
         await counter.stop()
+
+
+def write_report(result: dict[str, Any], out: Path, hidden: tuple[str, ...] = ()) -> None:
+    """Write a benchmark's result as JSON to `out` and print its fields (but `hidden`), one a line."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for key, value in result.items():
+        if key not in hidden:
+            print(f"{key:32} {value}")

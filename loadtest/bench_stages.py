@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench_run import machine_state
+from loadtest.bench_run import machine_state, write_report
 from loadtest.bench_worker import make_texts
 from loadtest.kafka_client import prompt
 from loadtest.standin_worker import StandInBuilder
@@ -125,12 +124,7 @@ def main() -> None:
         "--out", type=Path, default=Path("loadtest/results/bench-stages.json"), help="result file"
     )
     args = parser.parse_args()
-    result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for key, value in result.items():
-        if key != "machine":
-            print(f"{key:32} {value}")
+    write_report(run(args), args.out, hidden=("machine",))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
 import time
@@ -46,6 +45,7 @@ from loadtest.bench_run import (
     preloaded_run,
     spawn,
     topic_settings,
+    write_report,
 )
 from loadtest.kafka_client import prompt
 from models.base.packing import score_items
@@ -215,11 +215,7 @@ def main() -> None:
         "--out", type=Path, default=Path("loadtest/results/bench-worker.json"), help="result file"
     )
     args = parser.parse_args()
-    result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for key, value in result.items():
-        print(f"{key:32} {value}")
+    write_report(run(args), args.out)
 
 
 if __name__ == "__main__":

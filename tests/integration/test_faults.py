@@ -67,6 +67,20 @@ def lost_and_duplicated(counts: dict[str, int], ids: set[str]) -> tuple[list[str
     return lost, duplicated
 
 
+async def publish_then_count(
+    collector: Collector, topics: Topics, sent: dict[str, bytes], more: dict[str, bytes], answered: str
+) -> tuple[list[str], list[str], str]:
+    """Publish `more`, wait for the outcomes of `sent` and `more`: lost, duplicated and a summary."""
+    await publish(KAFKA, topics.prompts, more.values(), keys=[k.encode() for k in more])
+    ids = set(sent) | set(more)
+    counts = await wait_for_outcomes(collector, ids, timeout_s=150)
+    await collector.stop()
+    lost, duplicated = lost_and_duplicated(counts, ids)
+    summary = f"sent {len(ids)}, {answered} answered, lost {len(lost)}, duplicated {len(duplicated)}"
+    print(summary)
+    return lost, duplicated, summary
+
+
 def records_in(worker: WorkerProcess) -> float:
     for line in worker.http_get("/metrics").splitlines():
         if line.startswith("guardstream_records_in_total "):
@@ -127,15 +141,9 @@ async def test_a_worker_joining_mid_stream_takes_over_where_the_first_left_off(
         assert time.monotonic() < deadline, second.log_tail()
         await collector.poll()
     at_join = len(collector.collected.verdicts)
-    await publish(KAFKA, topics.prompts, after.values(), keys=[k.encode() for k in after])
-    ids = set(before) | set(after)
-    counts = await wait_for_outcomes(collector, ids, timeout_s=150)
-    await collector.stop()
-    lost, duplicated = lost_and_duplicated(counts, ids)
-    summary = (
-        f"sent {len(ids)}, {at_join} answered at the join, lost {len(lost)}, duplicated {len(duplicated)}"
+    lost, duplicated, summary = await publish_then_count(
+        collector, topics, before, after, f"{at_join} at the join"
     )
-    print(summary)
     assert not lost, f"{summary}; lost e.g. {lost[:5]}\n{first.log_tail()}"
     assert at_join < len(before), f"every verdict came before the join; send more ({summary})"
     assert records_in(second) > 0, f"the second worker got no records:\n{second.log_tail()}"
@@ -242,15 +250,7 @@ async def test_worker_rides_out_a_kafka_outage_without_a_restart(
         await asyncio.sleep(8.0)
     finally:
         services_cmd("start", "kafka")
-    await publish(KAFKA, topics.prompts, after.values(), keys=[k.encode() for k in after])
-    ids = set(before) | set(after)
-    counts = await wait_for_outcomes(collector, ids, timeout_s=150)
-    await collector.stop()
-    lost, duplicated = lost_and_duplicated(counts, ids)
-    summary = (
-        f"sent {len(ids)}, {at_stop} answered at the stop, lost {len(lost)}, duplicated {len(duplicated)}"
-    )
-    print(summary)
+    lost, _, summary = await publish_then_count(collector, topics, before, after, f"{at_stop} at the stop")
     assert worker.proc is not None and worker.proc.poll() is None, f"worker exited:\n{worker.log_tail()}"
     assert not lost, f"{summary}; lost e.g. {lost[:5]}\n{worker.log_tail()}"
     assert worker.signal_and_wait(signal.SIGTERM) == 0
