@@ -35,10 +35,23 @@ from worker.schema import RawRecord, Request
 from worker.sink import KafkaSink
 
 
-class DroppingProducer:
-    """A producer whose every send is acknowledged at once and goes nowhere."""
+class DroppingBatch:
+    """A producer batch that takes every record and keeps none."""
 
-    async def send(self, topic: str, value: bytes, key: bytes | None, headers: Any = None) -> Any:
+    def append(self, *, timestamp: Any, key: bytes | None, value: bytes, headers: Any) -> object:
+        return self
+
+
+class DroppingProducer:
+    """A producer whose every batch is acknowledged at once and goes nowhere (one partition)."""
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> DroppingBatch:
+        return DroppingBatch()
+
+    async def send_batch(self, batch: DroppingBatch, topic: str, *, partition: int) -> Any:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
