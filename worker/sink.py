@@ -47,11 +47,10 @@ KEPT_ORIGINAL_BYTES = 64 * 1024
 #: One delivery attempt gives up after this long, so that the sink's own retries, bounded by
 #: `outage_grace_s`, decide how long an outage is waited out.
 DELIVERY_ATTEMPT_TIMEOUT_S = 30.0
-RETRY_BACKOFF_S = (0.5, 10.0)
-#: How long the producer waits to fill a request before sending it: a batch's verdicts leave in
-#: a few requests instead of one per partition per loop turn (at 0, socket writes took a third
-#: of the worker's main thread on the stand-in benchmark).
-LINGER_MS = 5  # first and longest pause between delivery attempts
+RETRY_BACKOFF_S = (0.5, 10.0)  # first and longest pause between delivery attempts
+#: How long the producer waits to fill a request before sending it (its batches from several
+#: partitions of a broker then share a request).
+LINGER_MS = 5
 
 #: Errors that waiting cannot cure: delivery fails at once instead of retrying.
 _PERMANENT_ERRORS = (
@@ -104,9 +103,9 @@ def make_producer(kafka: KafkaSettings, client_id: str) -> AIOKafkaProducer:
 class KafkaSink:
     """Produces verdicts and dead letters with the worker's producer and waits for the acks.
 
-    A record the brokers do not take is sent again, with backoff, until `outage_grace_s` has
-    passed since the first attempt; only then does `deliver` raise (and the agent exit). The
-    records already acknowledged are not sent again.
+    A producer batch the brokers do not take is sent again, with backoff, until `outage_grace_s`
+    has passed since the first attempt; only then does `deliver` raise (and the agent exit).
+    The batches already acknowledged are not sent again.
     """
 
     def __init__(self, producer: Any, kafka: KafkaSettings, worker_id: str) -> None:
