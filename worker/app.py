@@ -135,16 +135,23 @@ class WorkerProcess:
             asyncio.ensure_future(_every(kafka.commit_interval_s, source.commit_or_warn)),
             *self._reload_task(pipeline),
         ]
-        self._health.set_ready(True)
-        log.info("consuming %s in group %s", kafka.input_topic, kafka.group_id)
+        ready = asyncio.ensure_future(self._ready_once_joined(source))
         running: list[asyncio.Future[Any]] = [self._stop, *tasks]
         await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
         if not self._stop.done():
             _fail_on_ended(tasks)
         await self._drain(agent, source, self._stop.result())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _ready_once_joined(self, source: KafkaSource) -> None:
+        """Ready (`/health/ready` 200) once the worker is a member of its group."""
+        await source.joined.wait()
+        self._health.set_ready(True)
+        kafka = self._settings.kafka
+        log.info("consuming %s in group %s", kafka.input_topic, kafka.group_id)
 
     def _reload_task(self, pipeline: Pipeline) -> list[asyncio.Future[None]]:
         path = self._settings.policies.path

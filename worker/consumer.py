@@ -67,6 +67,8 @@ class KafkaSource:
         self._consumer = consumer or AIOKafkaConsumer(**consumer_options(kafka, client_id))
         self._acked: dict[Partition, int] = {}  # next offset to read, per partition, once delivered
         self._committed: dict[Partition, int] = {}
+        #: set once the worker has joined its group (its first assignment, even an empty one)
+        self.joined = asyncio.Event()
 
     async def start(self) -> None:
         """Connect and join the group (partitions are assigned on the first poll)."""
@@ -145,6 +147,7 @@ class KafkaSource:
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", _describe(assigned))
+        self.joined.set()
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

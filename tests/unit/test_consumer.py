@@ -133,3 +133,10 @@ async def test_acks_of_a_partition_no_longer_held_are_not_committed() -> None:
     await source.commit()
     assert consumer.commits == [{P1: 9}]
     assert source.acked() == {("prompts", 1): 9}
+
+
+def test_joined_once_the_group_assigns_even_nothing() -> None:
+    source = source_of(StandInConsumer([]))
+    assert not source.joined.is_set()
+    source._on_assigned(set())
+    assert source.joined.is_set()
