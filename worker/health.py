@@ -1,8 +1,8 @@
 """Liveness, readiness and metrics endpoints, served by the worker's own small web server.
 
 - `/health/live`: 200 while the event loop answers (a stuck loop fails the probe).
-- `/health/ready`: 200 once the model is loaded and the worker consumes; 503 while starting or
-  draining on shutdown.
+- `/health/ready`: 200 once the model is loaded and the worker has joined its consumer group;
+  503 while starting or draining on shutdown.
 - `/metrics`: Prometheus text format.
 """
 
