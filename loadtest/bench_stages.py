@@ -41,6 +41,9 @@ class DroppingBatch:
     def append(self, *, timestamp: Any, key: bytes | None, value: bytes, headers: Any) -> object:
         return self
 
+    def close(self) -> None:
+        """The sink closes each batch it fills; nothing to do for one that keeps nothing."""
+
 
 class DroppingProducer:
     """A producer whose every batch is acknowledged at once and goes nowhere (one partition)."""

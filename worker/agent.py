@@ -37,7 +37,9 @@ LONG_LANE_BATCHES = 8
 class Source(Protocol):
     """Where batches come from and acks go (`worker.consumer.KafkaSource`)."""
 
-    def batches(self, max_records: int, within_s: float) -> AsyncIterator[list[RawRecord]]: ...
+    def batches(
+        self, max_records: int, within_s: float, go_now: Callable[[], bool]
+    ) -> AsyncIterator[list[RawRecord]]: ...
 
     def ack(self, records: Iterable[RawRecord]) -> None: ...
 
@@ -50,6 +52,10 @@ class BatchAgent:
     is delivered. Delivery and acks stay in the order the batches were taken (each task waits
     for the one before it to deliver first), so offsets are acked in order and a crash re-reads
     every batch not yet delivered.
+
+    A batch fills for up to `max_wait_ms` only while another batch is being prepared or scored:
+    once none is, the model would wait for this one, so it goes with what has arrived. At thin
+    traffic a prompt waits for no timer; under load, batches grow while the model is busy.
     """
 
     def __init__(
@@ -68,13 +74,14 @@ class BatchAgent:
         self._long_lane: set[asyncio.Task[None]] = set()
         self._acks: InOrderAcks[RawRecord] = InOrderAcks(_partition_of)
         self._draining = False
+        self._scoring = 0  # batches taken whose short prompts are not scored yet
 
     async def run(self, source: Source) -> None:
         """Take batches from `source` until cancelled (after a drain, no batch is handled)."""
         batching = self._settings.batching
         within = batching.max_wait_ms / 1000 or 0.001
         previous: asyncio.Task[None] | None = None
-        async for batch in source.batches(batching.max_batch_requests, within):
+        async for batch in source.batches(batching.max_batch_requests, within, self._model_would_wait):
             if self._draining:
                 await _park()  # taken after the drain began: left un-acked, re-read later
             self._acks.taken(batch)
@@ -95,7 +102,11 @@ class BatchAgent:
         long prompts go on in the long lane."""
         started = time.perf_counter()
         try:
-            result = await self._pipeline.process(records, started)
+            self._scoring += 1
+            try:
+                result = await self._pipeline.process(records, started)
+            finally:
+                self._scoring -= 1
             if previous is not None:
                 await previous  # deliver in the order the batches were taken
             await self._pipeline.deliver(result, started)
@@ -109,6 +120,10 @@ class BatchAgent:
         except Exception:  # an un-acked gap would stall commits: leave and be restarted
             log.critical("batch failed; exiting without committing it", exc_info=True)
             self._on_fatal()
+
+    def _model_would_wait(self) -> bool:
+        """True when no batch is being prepared or scored: the one filling should go now."""
+        return self._scoring == 0
 
     def _start_long_lane(self, source: Source, work: LongWork) -> None:
         task = asyncio.ensure_future(self._handle_long(source, work))

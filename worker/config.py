@@ -106,11 +106,12 @@ class BatchingSettings(_Section):
         "the model scores one and another is delivered (1: one batch at a time).",
     )
     long_prompt_tokens: int = Field(
-        512,
+        256,
         ge=16,
-        description="A prompt costing more padded tokens than this is scored in the long lane: in "
-        "model calls of at most this many tokens, each after every waiting short call, its verdict "
-        "delivered on its own, so short prompts never wait for it.",
+        description="A prompt whose text runs over this many tokens (at 256: more than one window of "
+        "the packaged models) is scored in the long lane: in model calls of at most this many padded "
+        "tokens, each after every waiting short call, its verdict delivered on its own, so short "
+        "prompts never wait for it.",
     )
 
 

@@ -2,10 +2,11 @@
 
 `KafkaSource` owns the worker's aiokafka consumer (one member of the consumer group, auto-commit
 off). `batches` takes up to `max_records` records, waiting up to `within_s` for a batch to fill
-once its first record is in, as plain `RawRecord`s. `ack` marks records whose verdicts (and
-those of every record before them in their partition) are delivered; `commit` commits the
-acked offsets, every `commit_interval_s` and before the worker stops. Only acked offsets are
-ever committed: a crash re-reads, never skips.
+once its first record is in, as plain `RawRecord`s; the wait ends early once `go_now()` says the
+model would otherwise sit idle. `ack` marks records whose verdicts (and those of every record
+before them in their partition) are delivered; `commit` commits the acked offsets, every
+`commit_interval_s` and before the worker stops. Only acked offsets are ever committed: a crash
+re-reads, never skips.
 
 When the group takes partitions away (another worker joins or leaves), `settle` (the agent's
 wait for the batches in flight) runs before they go, then the acked offsets are committed, so
@@ -30,8 +31,14 @@ log = logging.getLogger(__name__)
 
 #: How long one empty poll waits before polling again (a stop cancels it at once).
 POLL_MS = 1000
+#: While a batch fills, how often `go_now` is asked whether to stop waiting.
+FILL_CHECK_MS = 2
 
 Partition = tuple[str, int]
+
+
+def _never() -> bool:
+    return False
 
 
 def consumer_options(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
@@ -79,8 +86,11 @@ class KafkaSource:
         """Leave the group (a static member stays in it for `session_timeout_s`) and disconnect."""
         await self._consumer.stop()
 
-    async def batches(self, max_records: int, within_s: float) -> AsyncIterator[list[RawRecord]]:
-        """Batches of up to `max_records`: the first record, then what comes within `within_s`."""
+    async def batches(
+        self, max_records: int, within_s: float, go_now: Callable[[], bool] = _never
+    ) -> AsyncIterator[list[RawRecord]]:
+        """Batches of up to `max_records`: the first record, then what comes within `within_s`,
+        or until `go_now()` (checked every FILL_CHECK_MS) says to take what is in hand."""
         consumer = self._consumer
         loop = asyncio.get_running_loop()
         while True:
@@ -89,9 +99,10 @@ class KafkaSource:
                 continue
             batch = _raw_records(fetched.values())
             deadline = loop.time() + within_s
-            while len(batch) < max_records and (left := deadline - loop.time()) > 0:
+            while len(batch) < max_records and not go_now() and (left := deadline - loop.time()) > 0:
                 more = await consumer.getmany(
-                    timeout_ms=int(left * 1000), max_records=max_records - len(batch)
+                    timeout_ms=max(1, int(min(left * 1000, FILL_CHECK_MS))),
+                    max_records=max_records - len(batch),
                 )
                 batch += _raw_records(more.values())
             yield batch

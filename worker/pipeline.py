@@ -5,7 +5,7 @@ misses -> cache write -> verdicts (`process`), then the sink, which waits for de
 (`deliver`). The agent (`worker.agent`) acks the batch's input offsets only after `deliver`
 returns, so a crash anywhere before re-reads the batch.
 
-Misses costing over `long_prompt_tokens` are not scored with the batch: `process` hands them
+Misses longer than `long_prompt_tokens` are not scored with the batch: `process` hands them
 back as `LongWork`, which `finish_long` scores in the model's long lane (its own calls, after
 every waiting short call) once the rest of the batch is on its way, so a short prompt's verdict
 never waits for a long neighbour's.
@@ -22,7 +22,7 @@ from functools import partial
 from typing import Protocol
 
 from models.base.contract import Encoded, FloatArray, GuardModel, ModelInfo
-from models.base.packing import split_by_cost
+from models.base.packing import split_by_length
 from worker import codec, metrics
 from worker.cache import ScoreCache, Scores, cache_key
 from worker.config import Settings
@@ -223,8 +223,7 @@ class Pipeline:
         groups = list(by_key.values())
         runner = served.runner
         encoded = await runner.encode([g[0].text for g in groups], [g[0].columns for g in groups])
-        cost = served.model.cost
-        short, long = split_by_cost([cost(e) for e in encoded], self._settings.batching.long_prompt_tokens)
+        short, long = split_by_length(encoded, self._settings.batching.long_prompt_tokens)
         if short:
             short_groups = [groups[i] for i in short]
             self._apply(served, short_groups, await runner.score([encoded[i] for i in short]), result)

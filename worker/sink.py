@@ -1,7 +1,9 @@
 """The verdict sink: produces verdicts and dead letters with the worker's producer, waits for the acks.
 
 A batch's records go out in producer batches, one per partition (`send_batch`), not one `send`
-per record: the key picks the partition as the producer's own partitioner would. A batch the
+per record: the key picks the partition as the producer's own partitioner would. Each producer
+batch is closed once filled, so it leaves at once instead of lingering for records that will
+never join it. A batch the
 brokers do not take (an outage, a leader move) is sent again with backoff for up to
 `outage_grace_s`; only then does delivery fail (and the agent exit, nothing more committed). A
 verdict too large to publish becomes a smaller `too_large` dead letter.
@@ -48,8 +50,8 @@ KEPT_ORIGINAL_BYTES = 64 * 1024
 #: `outage_grace_s`, decide how long an outage is waited out.
 DELIVERY_ATTEMPT_TIMEOUT_S = 30.0
 RETRY_BACKOFF_S = (0.5, 10.0)  # first and longest pause between delivery attempts
-#: How long the producer waits to fill a request before sending it (its batches from several
-#: partitions of a broker then share a request).
+#: How long the producer lets a batch fill before sending it. The sink closes each batch it
+#: fills, which sends it at once; this bounds only records the producer batches itself.
 LINGER_MS = 5
 
 #: Errors that waiting cannot cure: delivery fails at once instead of retrying.
@@ -210,7 +212,10 @@ class KafkaSink:
                 batch = PartitionBatch(record.topic, partition, producer.create_batch(), [])
                 filling[(record.topic, partition)] = batch
                 _append(batch, record)  # an empty batch takes a record of any size
-        return full + list(filling.values())
+        batches = full + list(filling.values())
+        for batch in batches:
+            batch.builder.close()  # a closed batch is sent at once: no linger after a whole batch
+        return batches
 
 
 def _append(batch: PartitionBatch, record: Outgoing) -> bool:

@@ -7,8 +7,8 @@ little, then packed greedily: a call holds at most `max_items` prompts, at most 
 padded tokens (all its rows x its longest row), and pads its rows to at most
 `max_padding_ratio` times what they would cost alone (short prompts do not pay for a long one's
 length). A prompt over the budget on its own is first cut into pieces by the model
-(`GuardModel.split`), whose scores combine by their maximum. `split_by_cost` tells the prompts
-costing over a latency budget apart, for a caller that scores them in calls of their own.
+(`GuardModel.split`), whose scores combine by their maximum. `split_by_length` tells long
+prompts apart, for a caller that scores them in calls of their own.
 """
 
 from __future__ import annotations
@@ -51,13 +51,15 @@ def plan_calls(
     return calls
 
 
-def split_by_cost(costs: Sequence[Cost], long_tokens: int) -> tuple[list[int], list[int]]:
-    """Indices of the short prompts and of the long ones: those costing over `long_tokens` padded
-    tokens, which a latency-bound caller scores in calls of their own (within `long_tokens` each)."""
+def split_by_length(items: Sequence[Encoded], long_tokens: int) -> tuple[list[int], list[int]]:
+    """Indices of the short prompts and of the long ones: those whose windows hold over
+    `long_tokens` tokens, which a latency-bound caller scores in calls of their own. By the text's
+    length, not its cost: a short prompt asked about many policies (a GuardFormer row each) is
+    still short, and a text of one window never long when `long_tokens` is the window size."""
     short: list[int] = []
     long: list[int] = []
-    for index, cost in enumerate(costs):
-        (long if cost.padded > long_tokens else short).append(index)
+    for index, item in enumerate(items):
+        (long if item.n_tokens > long_tokens else short).append(index)
     return short, long
 
 

@@ -118,10 +118,14 @@ class FakeSource:
         self.batches_to_give = batches
         self.acked: list[int] = []
         self.taken = 0
+        self.go_now: Callable[[], bool] | None = None  # the agent's: should a filling batch go now
         self.all_acked = asyncio.Event()
         self._total = sum(len(b) for b in batches)
 
-    async def batches(self, max_records: int, within_s: float) -> AsyncIterator[list[RawRecord]]:
+    async def batches(
+        self, max_records: int, within_s: float, go_now: Callable[[], bool]
+    ) -> AsyncIterator[list[RawRecord]]:
+        self.go_now = go_now
         for batch in self.batches_to_give:
             self.taken += 1
             yield batch

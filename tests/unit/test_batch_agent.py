@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
+from models.base.contract import Encoded, FloatArray
 from tests.unit.fakes import FakeSource, KeywordModel, ListSink, prompt
 from worker.agent import BatchAgent
 from worker.cache import MemoryScoreCache
@@ -26,9 +28,36 @@ class SlowSink(ListSink):
         await super().deliver(verdicts, letters)
 
 
-def agent_with(sink: ListSink, depth: int = 2) -> BatchAgent:
+class GatedModel(KeywordModel):
+    """Scores only once `gate` is set; `entered` is set when a call starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def score(self, batch: Sequence[Encoded]) -> FloatArray:
+        self.entered.set()
+        self.gate.wait(10)
+        return super().score(batch)
+
+
+def agent_with(sink: ListSink, depth: int = 2, model: KeywordModel | None = None) -> BatchAgent:
     settings = Settings.model_validate({"batching": {"pipeline_depth": depth}})
-    return BatchAgent(settings, Pipeline(settings, KeywordModel(), MemoryScoreCache(), sink), Health())
+    pipeline = Pipeline(settings, model or KeywordModel(), MemoryScoreCache(), sink)
+    return BatchAgent(settings, pipeline, Health())
+
+
+async def test_a_filling_batch_goes_now_only_when_no_batch_is_being_scored() -> None:
+    model = GatedModel()
+    stream = FakeSource([[prompt(0)]])
+    task = asyncio.create_task(agent_with(ListSink(), model=model).run(stream))
+    assert await asyncio.to_thread(model.entered.wait, 5)
+    assert stream.go_now is not None and not stream.go_now(), "a batch would go while the model is busy"
+    model.gate.set()
+    await asyncio.wait_for(stream.all_acked.wait(), 5)
+    assert stream.go_now(), "a batch would keep filling while the model waits for it"
+    task.cancel()
 
 
 async def test_acks_after_delivery_in_order() -> None:

@@ -4,6 +4,8 @@ committed, and partitions that move are settled and committed first (the real br
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -61,10 +63,14 @@ def source_of(consumer: StandInConsumer, settled: list[float] | None = None) -> 
 
 
 async def first_batches(
-    source: KafkaSource, count: int, max_records: int, within_s: float
+    source: KafkaSource,
+    count: int,
+    max_records: int,
+    within_s: float,
+    go_now: Callable[[], bool] = lambda: False,
 ) -> list[list[RawRecord]]:
     batches = []
-    async for batch in source.batches(max_records, within_s):
+    async for batch in source.batches(max_records, within_s, go_now):
         batches.append(batch)
         if len(batches) == count:
             break
@@ -90,6 +96,25 @@ async def test_a_batch_goes_when_its_wait_is_over() -> None:
     consumer = StandInConsumer([{P0: [message(P0, 0)]}])
     [batch] = await first_batches(source_of(consumer), 1, max_records=64, within_s=0.05)
     assert [r.offset for r in batch] == [0]
+
+
+async def test_a_batch_goes_without_filling_when_the_model_would_wait() -> None:
+    consumer = StandInConsumer([{P0: [message(P0, 0)]}, {P0: [message(P0, 1)]}])
+    started = time.monotonic()
+    [batch] = await first_batches(source_of(consumer), 1, max_records=64, within_s=5, go_now=lambda: True)
+    assert [r.offset for r in batch] == [0] and time.monotonic() - started < 1
+
+
+async def test_a_filling_batch_goes_once_the_model_would_wait() -> None:
+    consumer = StandInConsumer([{P0: [message(P0, 0)]}, {P0: [message(P0, 1)]}])
+    loop = asyncio.get_running_loop()
+    free_at = loop.time() + 0.2  # another batch is scored until then
+    [batch] = await first_batches(
+        source_of(consumer), 1, max_records=64, within_s=30, go_now=lambda: loop.time() >= free_at
+    )
+    assert [r.offset for r in batch] == [0, 1], "records fetched while the model was busy joined the batch"
+    assert loop.time() - free_at < 1, "the batch waited for its whole fill time"
+    assert all(asked <= 64 for asked in consumer.asked)
 
 
 async def test_only_acked_offsets_are_committed_once() -> None:

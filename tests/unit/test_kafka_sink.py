@@ -26,9 +26,13 @@ class FakeBatch:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.keys: list[bytes | None] = []
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def append(self, *, timestamp: Any, key: bytes | None, value: bytes, headers: Any) -> Any:
-        if len(self.keys) >= self.capacity:
+        if self.closed or len(self.keys) >= self.capacity:
             return None
         self.keys.append(key)
         return object()
@@ -50,6 +54,7 @@ class FlakyProducer:
         self.partitions = set(range(partitions))
         self.calls: list[bytes | None] = []  # keys, batch after batch
         self.sends: list[tuple[int, list[bytes | None]]] = []  # (partition, keys) of each batch
+        self.sent_open = 0  # batches sent before they were closed (they would linger)
         self.delivered: list[bytes | None] = []
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -60,6 +65,7 @@ class FlakyProducer:
 
     async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
         call = len(self.sends)
+        self.sent_open += not batch.closed
         self.sends.append((partition, batch.keys))
         self.calls += batch.keys
         if call in self.raise_on:
@@ -100,6 +106,12 @@ async def test_a_send_that_raises_is_retried_with_the_rest_of_the_batch() -> Non
     await sink(producer).deliver([verdict("a"), verdict("b"), verdict("c")], [])
     assert producer.calls == [b"a", b"b", b"b", b"c"]  # "c" waits for the next attempt
     assert producer.delivered == [b"a", b"b", b"c"]
+
+
+async def test_every_batch_is_closed_before_it_is_sent() -> None:
+    producer = FlakyProducer(capacity=2, partitions=3)
+    await sink(producer).deliver([verdict(f"v{i}") for i in range(7)], [])
+    assert len(producer.sends) >= 4 and producer.sent_open == 0
 
 
 async def test_gives_up_after_the_grace_period() -> None:

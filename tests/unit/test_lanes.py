@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import orjson
 
-from models.base.contract import Cost, Encoded, FloatArray
-from models.base.packing import split_by_cost
+from models.base.contract import Encoded, FloatArray
+from models.base.packing import split_by_length
 from tests.unit.fakes import FakeSource, KeywordModel, ListSink, record
 from worker.acks import InOrderAcks
 from worker.agent import BatchAgent
@@ -29,9 +30,12 @@ def value(request_id: str, text: str) -> bytes:
 LONG_TEXT = " ".join(f"word{i}" for i in range(40))  # six windows of the keyword model
 
 
-def test_split_by_cost_tells_long_prompts_apart() -> None:
-    costs = [Cost(1, 8), Cost(6, 8), Cost(2, 8), Cost(1, 40)]
-    assert split_by_cost(costs, long_tokens=16) == ([0, 2], [1, 3])
+def test_split_by_length_tells_long_prompts_apart_by_their_text_alone() -> None:
+    def text(*window_lengths: int, columns: tuple[int, ...] | None = None) -> Encoded:
+        return Encoded(tuple(np.zeros(n, dtype=np.int64) for n in window_lengths), columns=columns)
+
+    items = [text(8), text(8, 8, 4), text(16, columns=(0, 1, 2)), text(12, 6)]
+    assert split_by_length(items, long_tokens=16) == ([0, 2], [1, 3])
 
 
 def test_acks_are_released_in_partition_order_only() -> None:
