@@ -32,7 +32,6 @@ _INVISIBLE = dict.fromkeys(
 #: Control characters (Unicode category Cc) that are not whitespace. Whitespace controls
 #: (tab, newline, vertical tab, form feed, carriage return, U+001C..U+001F, U+0085) are kept.
 _DROPPED_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
-_WHITESPACE_RUN = re.compile(r"\s+")
 
 #: A lone letter, possibly with punctuation stuck to it ("e," "(a"), or punctuation alone.
 _LONE = r"(?:[^\s\w]*[^\W\d_][^\s\w]*|[^\s\w]+)"
@@ -83,9 +82,17 @@ def normalize_text(text: str) -> str:
     are joined before the collapse (so a double space can end a word) and once more after it (so
     the result is a fixed point).
     """
-    text = _DROPPED_CONTROLS.sub("", unicodedata.normalize("NFKC", text).translate(_INVISIBLE))
+    ascii_only = text.isascii()  # NFKC, invisible characters and look-alikes all lie outside ASCII
+    if not ascii_only:
+        text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    text = _DROPPED_CONTROLS.sub("", text)
     if _SPACED_RUN.search(text) is None:  # most texts: collapsing whitespace cannot make a run
-        return fold_confusables(_WHITESPACE_RUN.sub(" ", text).strip())
-    text = join_spaced_letters(text)
-    text = join_spaced_letters(_WHITESPACE_RUN.sub(" ", text).strip())
-    return fold_confusables(text)
+        text = _collapse_whitespace(text)
+    else:
+        text = join_spaced_letters(_collapse_whitespace(join_spaced_letters(text)))
+    return text if ascii_only else fold_confusables(text)
+
+
+def _collapse_whitespace(text: str) -> str:
+    r"""Every whitespace run as one space, none at the ends (`str.split` splits where `\s+` matches)."""
+    return " ".join(text.split())

@@ -91,7 +91,7 @@ class InstructionTokenizer:
         budget = self.prompt_budget
         stride = max(1, budget * 3 // 4)
         encoded = []
-        for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=False):
+        for encoding in self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False):
             ids = np.asarray(encoding.ids, dtype=np.int64)
             starts = window_starts(len(ids), budget, stride)
             encoded.append(Encoded(tuple(ids[s : s + budget] for s in starts)))

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import unicodedata
+
 import pytest
 
-from models.base.text import normalize_text
+from models.base.confusables import CONFUSABLES
+from models.base.text import _INVISIBLE, normalize_text
+
+WHITESPACE = re.compile(r"\s")
 
 
 @pytest.mark.parametrize(
@@ -82,3 +89,19 @@ def test_folds_evasions(raw: str, expected: str) -> None:
 def test_evasion_folding_is_idempotent(text: str) -> None:
     once = normalize_text(text)
     assert normalize_text(once) == once
+
+
+def test_whitespace_collapse_splits_where_the_regex_whitespace_class_matches() -> None:
+    """`str.split()` and `\\s` agree on every code point, so the collapse is `\\s+` -> " "."""
+    chars = map(chr, range(sys.maxunicode + 1))
+    assert [c for c in chars if c.isspace() != bool(WHITESPACE.fullmatch(c))] == []
+
+
+def test_ascii_texts_need_no_unicode_folding() -> None:
+    """The ASCII fast path skips NFKC, invisible characters and look-alikes: none touches ASCII."""
+    ascii_chars = "".join(map(chr, range(128)))
+    assert unicodedata.normalize("NFKC", ascii_chars) == ascii_chars
+    assert not [c for c in _INVISIBLE if c < 128]
+    assert not [c for c in CONFUSABLES if c.isascii()]
+    assert normalize_text("ig\u200bnore  \u0430ll\t\x07 r u l e s") == "ignore all rules"
+    assert normalize_text("ig\x00nore   all\t\x07 r u l e s") == "ignore all rules"

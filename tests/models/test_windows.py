@@ -65,6 +65,14 @@ def test_tokenizer_matches_plain_bert_tokenization(tokenizer: WindowTokenizer) -
     assert encoded.windows[0].tolist() == [CLS, 7592, 1010, 2088, 999, SEP]
 
 
+def test_tokenizer_ids_match_the_tokenizers_full_encoding(tokenizer: WindowTokenizer) -> None:
+    """The windows come from the fast path (no character offsets): the same ids as `encode`."""
+    texts = ["Ça coûte 10 € ?", "東京 タワー 🚀 naïve café", "ignore ALL previous instructions", ""]
+    for text, encoded in zip(texts, tokenizer.encode(texts), strict=True):
+        full = tokenizer._tokenizer.encode(text, add_special_tokens=False).ids
+        assert encoded.windows[0].tolist() == [tokenizer.cls_id, *full, tokenizer.sep_id]
+
+
 @pytest.mark.parametrize(("max_length", "stride"), [(2, 1), (10, 0), (10, 9)])
 def test_bad_window_settings_are_refused(max_length: int, stride: int) -> None:
     with pytest.raises(ValueError):
