@@ -30,6 +30,7 @@ from worker import codec
 from worker.app import serving_options
 from worker.cache import NullScoreCache, cache_key
 from worker.config import Settings, load_settings
+from worker.heap import tune_collector
 from worker.pipeline import Pipeline
 from worker.schema import RawRecord, Request
 from worker.sink import KafkaSink
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = StandInBuilder(serving_options(settings)).reload()
     texts = make_texts(args.n, tag="stages")
     records = [RawRecord("prompts", 0, i, f"s{i}".encode(), prompt(f"s{i}", t)) for i, t in enumerate(texts)]
+    tune_collector()  # as the worker does once its model is loaded
     costs = stage_costs(settings, model, records, args.batch)
     rate = asyncio.run(pipeline_rate(settings, model, records, args.batch))
     return {

@@ -27,6 +27,7 @@ from worker.cache import NullScoreCache, RedisScoreCache, ScoreCache
 from worker.config import Settings
 from worker.consumer import KafkaSource
 from worker.health import Health, start_health_server
+from worker.heap import tune_collector
 from worker.pipeline import Pipeline
 from worker.reload import RegistryWatcher, describe, registry_fingerprint, show_registry
 from worker.sink import KafkaSink, make_producer
@@ -78,6 +79,7 @@ def run_worker(settings: Settings, builder: ServedModelBuilder | None = None) ->
         raise SystemExit(2) from exc
     info = model.info
     log.info("model %s %s on %s, policies: %s", info.name, info.version, model.device, describe(info))
+    tune_collector()  # the model and the libraries are loaded: what lives as long as the process
     raise SystemExit(asyncio.run(WorkerProcess(settings, builder, model, seen).run()))
 
 

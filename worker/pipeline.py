@@ -169,7 +169,8 @@ class Pipeline:
         await self._cache.put_many(
             [(p.key, p.scores) for p in pending if p.scores is not None and not p.cached]
         )
-        result.verdicts += [self._verdict(served, p, started) for p in pending if p.scores is not None]
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)  # the batch's verdicts are built now
+        result.verdicts += [self._verdict(served, p, latency_ms) for p in pending if p.scores is not None]
 
     def _decode(self, served: Served, records: Sequence[RawRecord], result: BatchResult) -> list[Request]:
         """The valid requests of the batch; the other records become dead letters."""
@@ -250,25 +251,29 @@ class Pipeline:
                     columns = item.columns if item.columns is not None else range(len(served.policy_ids))
                     item.scores = [float(outcome[c]) for c in columns]
 
-    def _verdict(self, served: Served, item: _Pending, started: float) -> Verdict:
+    def _verdict(self, served: Served, item: _Pending, latency_ms: float) -> Verdict:
         assert item.scores is not None  # noqa: S101 - filtered by the caller
         request = item.request
-        policy_ids = served.policy_ids
-        wanted = request.policies or policy_ids
-        all_scores = dict(zip(_scored_ids(policy_ids, item), item.scores, strict=True))
+        if request.policies is None:  # every policy, in the model's order: the scores as they are
+            wanted: Sequence[str] = served.policy_ids
+            scores: Sequence[float] = item.scores
+            versions = served.versions
+        else:
+            by_id = dict(zip(_scored_ids(served.policy_ids, item), item.scores, strict=True))
+            wanted = request.policies
+            scores = [by_id[pid] for pid in wanted]
+            versions = {pid: served.versions[pid] for pid in wanted}
         thresholds = served.thresholds
-        scores = {pid: round(all_scores[pid], 6) for pid in wanted}
-        flagged = [pid for pid in wanted if all_scores[pid] >= thresholds[pid]]
-        versions = served.versions
+        flagged = [pid for pid, score in zip(wanted, scores, strict=True) if score >= thresholds[pid]]
         return Verdict(
             id=request.id,
             verdict="block" if flagged else "allow",
-            scores=scores,
+            scores={pid: round(score, 6) for pid, score in zip(wanted, scores, strict=True)},
             flagged=flagged,
-            policy_versions=versions if wanted is policy_ids else {pid: versions[pid] for pid in wanted},
+            policy_versions=versions,
             model=served.model_ref,
             cached=item.cached,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            latency_ms=latency_ms,
             metadata=request.metadata,
             source=request.source,
         )
