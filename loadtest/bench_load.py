@@ -91,6 +91,7 @@ class Bench:
             "short_p99_ms": short.get("p99_ms"),
             "long_p50_ms": long.get("p50_ms"),
             "long_p99_ms": long.get("p99_ms"),
+            "worker_stages": report.get("worker_stages"),
         }
         self.rows.append(row)
         self.write()

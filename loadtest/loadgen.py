@@ -64,6 +64,7 @@ from loadtest.ledger import Ledger
 from loadtest.mix import MixConfig, RecordFactory
 from loadtest.plot import plot_title, write_plot
 from loadtest.schedule import LagStats, Schedule, SystemClock, run_open_loop
+from loadtest.worker_metrics import scrape, summarize
 from worker.config import Settings
 
 #: Largest record the generator's producer sends (the oversized prompts are ~110 kB).
@@ -177,6 +178,10 @@ def start_workers(
         web = settings.web.model_copy(update={"port": port_base + index})
         wait_ready(settings.model_copy(update={"web": web}), worker, 180)
     return workers
+
+
+def worker_metrics_urls(settings: Settings, count: int, port_base: int) -> list[str]:
+    return [f"http://{settings.web.host}:{port_base + index}/metrics" for index in range(count)]
 
 
 def stop_workers(workers: list[subprocess.Popen[bytes]]) -> list[int]:
@@ -316,10 +321,19 @@ def print_summary(report: dict[str, Any], json_path: Path, png_path: Path) -> No
         "latency produce -> verdict: "
         + (", ".join(f"{k} {v}" for k, v in latency.items() if k.endswith("_ms")) or "no verdicts"),
         f"generator lag: max {lag['max_lag_ms']} ms, p99 {lag['p99_lag_ms']} ms, {lag['late_records']} late",
+        *_stage_lines(report.get("worker_stages")),
         f"report: {json_path}",
         f"plot:   {png_path}",
     ]
     print("\n" + "\n".join(lines))
+
+
+def _stage_lines(stages: dict[str, Any] | None) -> list[str]:
+    if not stages:
+        return []
+    if "error" in stages:
+        return [str(stages["error"])]
+    return ["inside the workers (their /metrics):", summarize(stages)]
 
 
 def run_loadtest(argv: list[str]) -> tuple[dict[str, Any], Path]:
@@ -331,6 +345,8 @@ def run_loadtest(argv: list[str]) -> tuple[dict[str, Any], Path]:
     workers = start_workers(settings, count, args.web_port_base, run_id) if count else []
     try:
         report = asyncio.run(run_load(args, settings, run_id))
+        if workers:  # before they stop: their own view of where the time went
+            report["worker_stages"] = scrape(worker_metrics_urls(settings, count, args.web_port_base))
     finally:
         exits = stop_workers(workers)
     report = {"config": run_config(args, argv, settings, run_id, count), "worker_exit_codes": exits, **report}

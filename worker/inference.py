@@ -33,6 +33,9 @@ A = TypeVar("A")
 KNOWN_GOOD_PROMPT = "What is the capital of France?"
 
 
+_MODEL_WAIT = {lane: metrics.MODEL_WAIT.labels(lane=lane.name.lower()) for lane in Lane}
+
+
 class ModelFailure(Exception):
     """The model fails on a known-good prompt too: it is broken, not the batch's prompts."""
 
@@ -125,7 +128,9 @@ class InferenceRunner:
         return list(scores)
 
     async def _call_model(self, batch: list[Encoded], lane: Lane) -> FloatArray:
+        queued = time.perf_counter()
         scores, seconds = await self._model_thread.run(lane, self._timed_score, batch)
+        _MODEL_WAIT[lane].observe(time.perf_counter() - queued - seconds)
         metrics.MODEL_LATENCY.observe(seconds)
         metrics.MODEL_BATCH_SIZE.observe(len(batch))
         expected = (len(batch), len(self.model.info.policies))

@@ -39,6 +39,20 @@ MODEL_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+MODEL_WAIT = Histogram(
+    "guardstream_model_wait_seconds",
+    "Time a model call waits for the model thread before it runs (behind the calls of its lane, "
+    "or a long call already running), by lane.",
+    ["lane"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+BATCH_AGE = Histogram(
+    "guardstream_batch_age_seconds",
+    "How long the oldest record of a batch had waited (from its Kafka timestamp) when the batch was taken.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 CACHE_HITS = Counter("guardstream_cache_hits_total", "Prompts answered from the cache.", registry=REGISTRY)
 CACHE_MISSES = Counter("guardstream_cache_misses_total", "Prompts the model had to score.", registry=REGISTRY)
 CACHE_ERRORS = Counter(

@@ -132,6 +132,7 @@ class Pipeline:
         started = time.perf_counter() if started is None else started
         metrics.RECORDS_IN.inc(len(records))
         metrics.BATCH_SIZE.observe(len(records))
+        _observe_age(records)
         served = self._served
         result = BatchResult()
         requests = self._decode(served, records, result)
@@ -293,6 +294,13 @@ class Pipeline:
 
     def close(self) -> None:
         self._served.runner.close()
+
+
+def _observe_age(records: Sequence[RawRecord]) -> None:
+    """How long the batch's oldest record waited before the batch was taken."""
+    stamps = [record.timestamp_ms for record in records if record.timestamp_ms]
+    if stamps:
+        metrics.BATCH_AGE.observe(max(0.0, time.time() - min(stamps) / 1000))
 
 
 def _columns(policy_ids: Sequence[str], policies: Sequence[str] | None) -> tuple[int, ...] | None:

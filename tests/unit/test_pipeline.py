@@ -5,6 +5,7 @@ import orjson
 import pytest
 
 from tests.unit.fakes import KeywordModel, ListSink, record, run_agent
+from worker import metrics
 from worker.cache import MemoryScoreCache
 from worker.config import Settings
 from worker.inference import ModelFailure
@@ -166,3 +167,16 @@ async def test_prompts_that_fail_alone_are_dead_letters_while_the_model_works() 
         ("b", Reason.MODEL_ERROR),
     ]
     assert result.verdicts == []
+
+
+async def test_the_model_wait_and_the_batch_age_are_measured() -> None:
+    def count(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(f"{name}_count", labels) or 0.0
+
+    waits = count("guardstream_model_wait_seconds", lane="short")
+    ages = count("guardstream_batch_age_seconds")
+    pipeline, sink, _, _ = make()
+    await run_agent(pipeline, [record(value("1", "a prompt")), record(value("2", "another prompt"))])
+    assert count("guardstream_model_wait_seconds", lane="short") == waits + 1  # one call for both
+    assert count("guardstream_batch_age_seconds") == ages + 1  # one batch
+    assert len(sink.verdicts) == 2
