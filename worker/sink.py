@@ -3,10 +3,9 @@
 A batch's records go out in producer batches, one per partition (`send_batch`), not one `send`
 per record: the key picks the partition as the producer's own partitioner would. Each producer
 batch is closed once filled, so it leaves at once instead of lingering for records that will
-never join it. A batch the
-brokers do not take (an outage, a leader move) is sent again with backoff for up to
-`outage_grace_s`; only then does delivery fail (and the agent exit, nothing more committed). A
-verdict too large to publish becomes a smaller `too_large` dead letter.
+never join it. A batch the brokers do not take (an outage, a leader move) is sent again with
+backoff for up to `outage_grace_s`; only then does delivery fail (and the agent exit, nothing
+more committed). A verdict too large to publish becomes a smaller `too_large` dead letter.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class WindowTokenizer:
 
     def encode(self, texts: list[str]) -> list[Encoded]:
         """One `Encoded` (one window or more) per text."""
-        # the fast path computes no character offsets (unused here): the same ids in less than half the time
+        # the fast path computes no character offsets (unused here): the same ids, a fifth faster
         encodings = self._tokenizer.encode_batch_fast(texts, add_special_tokens=False)
         return [
             Encoded(
