@@ -28,7 +28,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench_run import REPO_ROOT, Process, machine_state, preloaded_run, spawn, topic_settings
+from loadtest.bench_run import (
+    REPO_ROOT,
+    BenchFailed,
+    Process,
+    machine_state,
+    preloaded_run,
+    spawn,
+    topic_settings,
+)
 from loadtest.bench_worker import bench_model, make_texts, values_of
 from loadtest.loadgen import run_loadtest
 from models.base.session import cuda_unusable_reason
@@ -64,6 +72,7 @@ def latency_run(rate: float, duration_s: float, out_dir: Path) -> dict[str, Any]
         "all": summary["latency_produce_to_verdict"],
         "short_prompts": summary["latency_short_prompts"],
         "long_prompts": summary["latency_long_prompts"],
+        "worker_stages": report.get("worker_stages"),
     }
 
 
@@ -126,7 +135,11 @@ def main() -> int:
         return EXIT_NO_CUDA
     if args.preflight:
         return 0
-    result = run(args, "cpu" if args.cpu else "cuda")
+    try:
+        result = run(args, "cpu" if args.cpu else "cuda")
+    except BenchFailed as exc:
+        print(f"bench-gpu: {exc}", file=sys.stderr)
+        return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for key, value in result.items():

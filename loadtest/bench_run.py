@@ -112,6 +112,10 @@ def model_seconds(settings: Settings) -> float:
     raise RuntimeError(f"no guardstream_model_latency_seconds_sum at {url}")
 
 
+class BenchFailed(Exception):
+    """A benchmark run that cannot give a figure; its message says why in one line."""
+
+
 class KeyCounter:
     """Counts verdicts by key (the request id) on every partition of the verdicts topic, from its end."""
 
@@ -199,8 +203,12 @@ async def _count_verdicts(
         pass
     keys = {k.encode() for k in values}
     lost = len(keys - counter.counts.keys())
-    if lost == len(keys) or last <= first:
-        raise RuntimeError(f"only {len(counter.counts)} of {len(values)} verdicts came back")
+    if lost == len(keys):
+        raise BenchFailed(f"none of the {len(values)} verdicts came back within {timeout_s:g} s")
+    if last <= first:
+        raise BenchFailed(
+            f"the {len(counter.counts)} verdicts came back at once, too few to time: raise the count"
+        )
     duplicated = sum(1 for k in keys if counter.counts[k] > 1)
     rate = (sum(counter.counts.values()) - at_first) / (last - first)
     return RunFigures(rate, busy, len(values), lost, duplicated)

@@ -39,6 +39,7 @@ from typing import Any
 
 from loadtest.bench_run import (
     REPO_ROOT,
+    BenchFailed,
     Process,
     RunFigures,
     machine_state,
@@ -215,7 +216,11 @@ def main() -> None:
         "--out", type=Path, default=Path("loadtest/results/bench-worker.json"), help="result file"
     )
     args = parser.parse_args()
-    write_report(run(args), args.out)
+    try:
+        result = run(args)
+    except BenchFailed as exc:
+        sys.exit(f"bench-worker: {exc}")
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -72,17 +72,20 @@ class InferenceRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_thread, self.model.encode, texts, columns)
 
-    async def score(self, items: Sequence[Encoded], lane: Lane = Lane.SHORT) -> list[FloatArray | Exception]:
+    async def score(
+        self, items: Sequence[Encoded], lane: Lane = Lane.SHORT, order: float = 0.0
+    ) -> list[FloatArray | Exception]:
         """One result per item: its scores, or the error that stopped it from being scored alone.
 
         The calls are packed by `models.base.packing` from the model's own costs, and all handed
         to the model thread at once, so it never waits for the event loop between them; calls of
-        the long lane are cut to `long_prompt_tokens` each and wait for every short call. Raises
-        `ModelFailure` when a prompt failed and the known-good prompt fails too.
+        the long lane are cut to `long_prompt_tokens` each and wait for every short call. Within a
+        lane, calls of a lower `order` (an earlier batch) go first. Raises `ModelFailure` when a
+        prompt failed and the known-good prompt fails too.
         """
         pieces, calls = await self.off_loop(self._plan, (items, lane))
         scored = await asyncio.gather(
-            *(self._score_with_split([pieces[i] for i in call], lane) for call in calls)
+            *(self._score_with_split([pieces[i] for i in call], lane, order) for call in calls)
         )
         outcome: list[FloatArray | Exception | None] = [None] * len(pieces)
         for call, results in zip(calls, scored, strict=True):
@@ -108,13 +111,15 @@ class InferenceRunner:
             text = await self.off_loop(self.model.normalize, KNOWN_GOOD_PROMPT)
             self._known_good = await self.encode([text])
         try:
-            await self._call_model(self._known_good, Lane.SHORT)
+            await self._call_model(self._known_good, Lane.SHORT, 0.0)
         except Exception as exc:  # any error: the model is broken, whatever the input
             raise ModelFailure(f"the model fails on a known-good prompt too: {exc!r}") from exc
 
-    async def _score_with_split(self, batch: list[Piece], lane: Lane) -> list[FloatArray | Exception]:
+    async def _score_with_split(
+        self, batch: list[Piece], lane: Lane, order: float
+    ) -> list[FloatArray | Exception]:
         try:
-            scores = await self._call_model([piece.item for piece in batch], lane)
+            scores = await self._call_model([piece.item for piece in batch], lane, order)
         except Exception as exc:  # the model's errors are not ours to know in advance
             if len(batch) == 1:
                 log.exception("model failed on a single prompt")
@@ -122,14 +127,14 @@ class InferenceRunner:
             log.warning("model call of %d prompts failed (%r); splitting and retrying", len(batch), exc)
             half = len(batch) // 2
             return [
-                *await self._score_with_split(batch[:half], lane),
-                *await self._score_with_split(batch[half:], lane),
+                *await self._score_with_split(batch[:half], lane, order),
+                *await self._score_with_split(batch[half:], lane, order),
             ]
         return list(scores)
 
-    async def _call_model(self, batch: list[Encoded], lane: Lane) -> FloatArray:
+    async def _call_model(self, batch: list[Encoded], lane: Lane, order: float) -> FloatArray:
         queued = time.perf_counter()
-        scores, seconds = await self._model_thread.run(lane, self._timed_score, batch)
+        scores, seconds = await self._model_thread.run(lane, order, self._timed_score, batch)
         _MODEL_WAIT[lane].observe(time.perf_counter() - queued - seconds)
         metrics.MODEL_LATENCY.observe(seconds)
         metrics.MODEL_BATCH_SIZE.observe(len(batch))

@@ -3,7 +3,9 @@
 A long prompt (many windows) costs many times a short one. Its windows are scored in calls of
 their own, in the long lane, and the model thread always takes a waiting short-lane call first,
 so a short prompt waits at most for the one long-lane call already running, never for a whole
-long prompt. Within a lane, calls run in the order they were submitted.
+long prompt. Within a lane, the calls of the batch taken first run first (`order`: when the
+batch was taken), then in the order they were submitted: a batch whose tokenizing finished
+early does not overtake an older one still tokenizing, which would then wait for it.
 """
 
 from __future__ import annotations
@@ -33,27 +35,28 @@ class LaneThread:
     """A thread that runs the calls handed to it one at a time, short lane first."""
 
     def __init__(self, name: str) -> None:
-        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._queue: queue.PriorityQueue[tuple[int, float, int, Any]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, lane: Lane, function: Callable[..., T], *args: Any) -> T:
-        """`function(*args)` on the thread, once no call of a more urgent lane is waiting."""
+    async def run(self, lane: Lane, order: float, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the thread, once no call of a more urgent lane, nor of its lane
+        with a lower `order`, is waiting."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((lane, next(self._order), (loop, future, function, args)))
+        self._queue.put((lane, order, next(self._order), (loop, future, function, args)))
         return await future
 
     def shutdown(self) -> None:
         """Run the calls already handed over, then stop the thread."""
         if self._thread.is_alive():
-            self._queue.put((_STOP, next(self._order), None))
+            self._queue.put((_STOP, 0.0, next(self._order), None))
             self._thread.join()
 
     def _work(self) -> None:
         while True:
-            _, _, job = self._queue.get()
+            *_, job = self._queue.get()
             if job is None:
                 return
             loop, future, function, args = job

@@ -148,7 +148,7 @@ class Pipeline:
     async def finish_long(self, work: LongWork) -> BatchResult:
         """Score a batch's long prompts in the long lane: their verdicts and dead letters."""
         result = BatchResult()
-        scored = await work.served.runner.score(work.encoded, Lane.LONG)
+        scored = await work.served.runner.score(work.encoded, Lane.LONG, work.started)
         self._apply(work.served, work.groups, scored, result)
         await self._finish(work.served, [p for group in work.groups for p in group], result, work.started)
         return result
@@ -228,7 +228,8 @@ class Pipeline:
         short, long = split_by_length(encoded, self._settings.batching.long_prompt_tokens)
         if short:
             short_groups = [groups[i] for i in short]
-            self._apply(served, short_groups, await runner.score([encoded[i] for i in short]), result)
+            scored = await runner.score([encoded[i] for i in short], Lane.SHORT, started)
+            self._apply(served, short_groups, scored, result)
         if not long:
             return None
         return LongWork(served, [groups[i] for i in long], [encoded[i] for i in long], started)

@@ -59,16 +59,38 @@ async def test_a_short_call_goes_before_waiting_long_calls() -> None:
         order.append(name)
         return name
 
-    first = asyncio.ensure_future(thread.run(Lane.LONG, call, "first"))
+    first = asyncio.ensure_future(thread.run(Lane.LONG, 0.0, call, "first"))
     await asyncio.sleep(0.05)  # the thread is busy with `first`
-    longs = [asyncio.ensure_future(thread.run(Lane.LONG, call, f"long{i}")) for i in range(2)]
+    longs = [asyncio.ensure_future(thread.run(Lane.LONG, 0.0, call, f"long{i}")) for i in range(2)]
     await asyncio.sleep(0)
-    short = asyncio.ensure_future(thread.run(Lane.SHORT, call, "short"))
+    short = asyncio.ensure_future(thread.run(Lane.SHORT, 0.0, call, "short"))
     await asyncio.sleep(0.05)
     gate.set()
     assert await asyncio.gather(first, *longs, short) == ["first", "long0", "long1", "short"]
     thread.shutdown()
     assert order == ["first", "short", "long0", "long1"]
+
+
+async def test_within_a_lane_the_older_batch_goes_first_whenever_it_was_submitted() -> None:
+    thread = LaneThread("test-order")
+    gate = threading.Event()
+    order: list[str] = []
+
+    def call(name: str) -> None:
+        if name == "running":
+            gate.wait(5)
+        order.append(name)
+
+    running = asyncio.ensure_future(thread.run(Lane.SHORT, 0.0, call, "running"))
+    await asyncio.sleep(0.05)
+    newer = [asyncio.ensure_future(thread.run(Lane.SHORT, 2.0, call, f"newer{i}")) for i in range(2)]
+    await asyncio.sleep(0)
+    older = asyncio.ensure_future(thread.run(Lane.SHORT, 1.0, call, "older"))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(running, *newer, older)
+    thread.shutdown()
+    assert order == ["running", "older", "newer0", "newer1"]
 
 
 class GatedModel(KeywordModel):
