@@ -168,7 +168,7 @@ async def preloaded_run(
     process = start()
     try:
         probe = _busy_probe(settings, process) if busy else None
-        return await _count_verdicts(counter, values, timeout_s, probe)
+        return await _count_verdicts(counter, values, timeout_s, probe, process.poll)
     finally:
         await counter.stop()
         process.terminate()
@@ -181,9 +181,15 @@ def _busy_probe(settings: Settings, process: subprocess.Popen[bytes]) -> Callabl
 
 
 async def _count_verdicts(
-    counter: KeyCounter, values: dict[str, bytes], timeout_s: float, probe: Callable[[], float] | None
+    counter: KeyCounter,
+    values: dict[str, bytes],
+    timeout_s: float,
+    probe: Callable[[], float] | None,
+    exit_status: Callable[[], int | None] = lambda: None,
 ) -> RunFigures:
-    """Verdicts/s from the first arrival to the last (the first arrival's verdicts not counted)."""
+    """Verdicts/s from the first arrival to the last (the first arrival's verdicts not counted).
+
+    `exit_status`: the measured process's, None while it runs; an exit ends the run at once."""
     first = last = 0.0
     at_first = seen = 0
     busy_at_first = 0.0
@@ -191,6 +197,8 @@ async def _count_verdicts(
     while len(counter.counts) < len(values) and time.monotonic() < deadline:
         got = await counter.poll()
         if not got:
+            if (status := exit_status()) is not None:
+                raise BenchFailed(f"the measured process exited with status {status} (see its log)")
             continue
         seen += got
         last = time.perf_counter()

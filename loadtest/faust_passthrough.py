@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -29,6 +31,8 @@ def build_app(settings: Settings) -> faust.App:
         kafka.group_id,
         broker=brokers,
         store="memory://",
+        # faust keeps a data directory per app; not in the working directory
+        datadir=str(Path(tempfile.gettempdir()) / "guardstream-{conf.name}-data"),
         autodiscover=False,
         web_enabled=False,
         broker_commit_interval=kafka.commit_interval_s,
