@@ -48,48 +48,41 @@ def test_acks_are_released_in_partition_order_only() -> None:
     assert acks.held() == 0
 
 
-async def test_a_short_call_goes_before_waiting_long_calls() -> None:
+async def order_run(first: tuple[Lane, float, str], *waiting: tuple[Lane, float, str]) -> list[str]:
+    """The order the model thread runs calls in: `first` holds the thread while the others are
+    submitted, one after another."""
     thread = LaneThread("test-lanes")
     gate = threading.Event()
     order: list[str] = []
 
     def call(name: str) -> str:
-        if name == "first":
+        if name == first[2]:
             gate.wait(5)
         order.append(name)
         return name
 
-    first = asyncio.ensure_future(thread.run(Lane.LONG, 0.0, call, "first"))
+    running = asyncio.ensure_future(thread.run(*first[:2], call, first[2]))
     await asyncio.sleep(0.05)  # the thread is busy with `first`
-    longs = [asyncio.ensure_future(thread.run(Lane.LONG, 0.0, call, f"long{i}")) for i in range(2)]
-    await asyncio.sleep(0)
-    short = asyncio.ensure_future(thread.run(Lane.SHORT, 0.0, call, "short"))
+    futures = []
+    for lane, batch_order, name in waiting:
+        futures.append(asyncio.ensure_future(thread.run(lane, batch_order, call, name)))
+        await asyncio.sleep(0)
     await asyncio.sleep(0.05)
     gate.set()
-    assert await asyncio.gather(first, *longs, short) == ["first", "long0", "long1", "short"]
+    assert await asyncio.gather(running, *futures) == [first[2], *(name for *_, name in waiting)]
     thread.shutdown()
+    return order
+
+
+async def test_a_short_call_goes_before_waiting_long_calls() -> None:
+    longs = [(Lane.LONG, 0.0, "long0"), (Lane.LONG, 0.0, "long1")]
+    order = await order_run((Lane.LONG, 0.0, "first"), *longs, (Lane.SHORT, 0.0, "short"))
     assert order == ["first", "short", "long0", "long1"]
 
 
 async def test_within_a_lane_the_older_batch_goes_first_whenever_it_was_submitted() -> None:
-    thread = LaneThread("test-order")
-    gate = threading.Event()
-    order: list[str] = []
-
-    def call(name: str) -> None:
-        if name == "running":
-            gate.wait(5)
-        order.append(name)
-
-    running = asyncio.ensure_future(thread.run(Lane.SHORT, 0.0, call, "running"))
-    await asyncio.sleep(0.05)
-    newer = [asyncio.ensure_future(thread.run(Lane.SHORT, 2.0, call, f"newer{i}")) for i in range(2)]
-    await asyncio.sleep(0)
-    older = asyncio.ensure_future(thread.run(Lane.SHORT, 1.0, call, "older"))
-    await asyncio.sleep(0.05)
-    gate.set()
-    await asyncio.gather(running, *newer, older)
-    thread.shutdown()
+    newer = [(Lane.SHORT, 2.0, "newer0"), (Lane.SHORT, 2.0, "newer1")]
+    order = await order_run((Lane.SHORT, 0.0, "running"), *newer, (Lane.SHORT, 1.0, "older"))
     assert order == ["running", "older", "newer0", "newer1"]
 
 
