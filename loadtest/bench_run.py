@@ -15,7 +15,6 @@ import platform
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 
 from loadtest.demo import REPO_ROOT, settings_env, wait_ready
 from loadtest.kafka_client import publish
+from loadtest.worker_metrics import read_metrics
 from worker.config import Settings, load_settings
 
 __all__ = [
@@ -104,9 +104,7 @@ def spawn(module: str, settings: Settings, log_path: Path) -> subprocess.Popen[b
 def model_seconds(settings: Settings) -> float:
     """The worker's model time so far: `guardstream_model_latency_seconds_sum` on its /metrics."""
     url = f"http://{settings.web.host}:{settings.web.port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
+    for line in read_metrics(url).splitlines():
         if line.startswith("guardstream_model_latency_seconds_sum"):
             return float(line.split()[-1])
     raise RuntimeError(f"no guardstream_model_latency_seconds_sum at {url}")
